@@ -1,0 +1,50 @@
+"""onlinestudy: `create_app()` builds the Flask API; nothing happens at import time."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_smorest import Api
+
+from app.config import Settings
+
+
+def create_app(settings: Settings | None = None, container=None) -> Flask:
+    from app import models  # noqa: F401  (all tables on the metadata)
+    from app.bootstrap import Container
+    from app.health import health_blp
+    from app.learning.api import learnings_blp, managers_blp
+    from app.logging import configure_logging
+    from app.mypage.api import mypage_blp
+    from app.notification.api import sms_blp
+    from app.orders.api import courses_blp, orders_blp
+    from app.shared.api import register_error_handlers
+
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config.update(
+        API_TITLE="onlinestudy",
+        API_VERSION="1.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        JSON_AS_ASCII=False,
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    app.json.ensure_ascii = False  # Korean stays readable in responses
+    app.extensions["onlinestudy"] = container or Container(settings)
+    api = Api(app)
+    for blueprint in (
+        courses_blp,
+        orders_blp,
+        managers_blp,
+        learnings_blp,
+        sms_blp,
+        mypage_blp,
+        health_blp,
+    ):
+        api.register_blueprint(blueprint)
+    register_error_handlers(app)
+    return app

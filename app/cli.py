@@ -1,0 +1,217 @@
+"""The `onlinestudy` command: run everything, or one part (worker, relay), and operate it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from app.config import ConfigError, Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+
+
+@click.group()
+def main() -> None:
+    """onlinestudy: online-study backend (API, relay, Celery workers)."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration to both databases."""
+    from app.migrate import upgrade
+
+    upgrade(_settings())
+    click.echo("databases are up to date")
+
+
+@main.command()
+def relay() -> None:
+    """Run the outbox relay until SIGTERM/SIGINT."""
+    from app.bootstrap import container
+    from app.logging import configure_logging
+    from workers.celery_app import app as celery
+    from workers.relay import run_relay
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    heartbeat = settings.var_dir / "relay.heartbeat"
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    run_relay(container(), celery, stop, heartbeat=heartbeat.touch)
+
+
+ALL_QUEUES = "orders,learning,evaluation,notification,mypage"
+
+
+@main.command()
+@click.option(
+    "--queues", default=ALL_QUEUES, show_default=True, help="Comma-separated queues to consume."
+)
+@click.option("--concurrency", default=2, show_default=True, type=int)
+@click.option("--hostname", default=None, help="Celery node name (default: from the queues).")
+def worker(queues: str, concurrency: int, hostname: str | None) -> None:
+    """Run a Celery worker for some queues (replaces this process)."""
+    _settings()
+    known = set(ALL_QUEUES.split(","))
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in wanted if q not in known]
+    if unknown or not wanted:
+        raise click.ClickException(
+            f"unknown queue(s): {', '.join(unknown) or '(none)'}; choose from {ALL_QUEUES}"
+        )
+    name = hostname or f"{'-'.join(wanted)}@%h"
+    os.execvp(sys.executable, _worker_argv(wanted, concurrency, name))
+
+
+def _worker_argv(queues: list[str], concurrency: int, name: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-c",
+        str(concurrency),
+        "-n",
+        name,
+        "--loglevel",
+        "INFO",
+        "-O",
+        "fair",
+    ]
+
+
+@main.command()
+@click.option("--port", default=8088, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--concurrency", default=2, show_default=True, type=int, help="Worker processes for all queues."
+)
+def run(port: int, host: str, concurrency: int) -> None:
+    """Migrate, then run the API, the relay and workers for every queue; Ctrl-C stops all."""
+    from app.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings)
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                "2",
+                "--access-logfile",
+                "-",
+                "app:create_app()",
+            ]
+        ),
+        subprocess.Popen([sys.executable, "-m", "app.cli", "relay"]),
+        subprocess.Popen(_worker_argv(ALL_QUEUES.split(","), concurrency, "all@%h")),
+    ]
+    click.echo(f"onlinestudy is running on http://{host}:{port} (Ctrl-C stops it)", err=True)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    while not stopping.is_set() and all(child.poll() is None for child in children):
+        stopping.wait(0.5)
+    failed = [child.args[2] for child in children if child.poll() not in (None, 0)]
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    if failed and not stopping.is_set():
+        raise click.ClickException(f"a part stopped unexpectedly: {', '.join(failed)}")
+
+
+@main.group()
+def events() -> None:
+    """The outbox: dead letters and replays."""
+
+
+@events.command("dead")
+def events_dead() -> None:
+    """List deliveries parked after too many failures."""
+    from app.bootstrap import container
+    from app.shared.outbox import dead_deliveries
+
+    with container().main_session() as session:
+        rows = dead_deliveries(session)
+        if not rows:
+            click.echo("no dead letters")
+        for delivery, event in rows:
+            last_error = (delivery.last_error or "").strip().splitlines()[-1:] or [""]
+            click.echo(
+                f"{event.event_id}  {delivery.consumer:28} {event.event_type:26} "
+                f"order={event.order_no or '-'} failures={delivery.failures}  "
+                f"{last_error[0][:120]}"
+            )
+
+
+@events.command("replay")
+@click.option("--event-id", default=None, help="Only this event.")
+@click.option("--consumer", default=None, help="Only this consumer (task name).")
+def events_replay(event_id: str | None, consumer: str | None) -> None:
+    """Deliver dead letters again (all of them, or those selected)."""
+    from app.bootstrap import container
+    from app.shared.outbox import replay_dead
+
+    with container().main_session() as session:
+        count = replay_dead(session, event_id, consumer)
+        session.commit()
+    click.echo(f"{count} dead letter(s) queued for redelivery")
+
+
+@main.group()
+def health() -> None:
+    """Probes for the relay and workers (exit 1 when unhealthy)."""
+
+
+@health.command("relay")
+@click.option("--max-age", default=30.0, show_default=True, help="Seconds.")
+def health_relay(max_age: float) -> None:
+    """The relay has completed a pass within --max-age seconds."""
+    _check_heartbeat(_settings().var_dir / "relay.heartbeat", max_age)
+
+
+def _check_heartbeat(path: Path, max_age: float) -> None:
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        raise click.ClickException(f"no heartbeat at {path}") from None
+    if age > max_age:
+        raise click.ClickException(f"last heartbeat {age:.0f}s ago (limit {max_age:.0f}s)")
+    click.echo(f"ok: heartbeat {age:.1f}s ago")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Settings, read once from the environment; a bad value stops the start with a clear error."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the process must not start."""
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the API, the relay and the workers need; see the README's settings table."""
+
+    var_dir: Path
+    database_url: str
+    notification_database_url: str
+    broker_url: str
+    result_backend: str
+    redelivery_timeout_s: float = 30.0
+    max_attempts: int = 5
+    relay_poll_interval_s: float = 0.05
+    relay_batch_max: int = 50
+    score_sync_timeout_s: float = 3.0
+    learning_backlog_limit: int = 10_000
+    sms_provider: str = "console"
+    sms_http_url: str = ""
+    sms_http_timeout_s: float = 3.0
+    log_level: str = "INFO"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        """True when the broker needs no server (the default run mode)."""
+        return self.broker_url.startswith("filesystem://")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        var_dir = Path(env.get("ONLINESTUDY_VAR_DIR") or Path.cwd() / "var").resolve()
+        database_url = env.get("DATABASE_URL") or f"sqlite:///{var_dir / 'onlinestudy.sqlite'}"
+        notification_url = env.get("NOTIFICATION_DATABASE_URL") or (
+            f"sqlite:///{var_dir / 'notification.sqlite'}"
+        )
+        broker_url = env.get("CELERY_BROKER_URL") or "filesystem://"
+        result_backend = env.get("CELERY_RESULT_BACKEND") or (
+            f"db+sqlite:///{var_dir / 'celery-results.sqlite'}"
+        )
+        for name, url in (
+            ("DATABASE_URL", database_url),
+            ("NOTIFICATION_DATABASE_URL", notification_url),
+        ):
+            if not url.startswith(("sqlite", "postgresql")):
+                raise ConfigError(f"{name} must be a sqlite:// or postgresql:// URL, got {url!r}")
+        if not broker_url.startswith(
+            ("filesystem://", "redis://", "rediss://", "amqp://", "pyamqp://")
+        ):
+            raise ConfigError(f"CELERY_BROKER_URL has an unsupported scheme: {broker_url!r}")
+        sms_provider = _choice(env, "SMS_PROVIDER", "console", ("console", "http"))
+        sms_http_url = env.get("SMS_HTTP_URL", "")
+        if sms_provider == "http" and not sms_http_url.startswith(("http://", "https://")):
+            raise ConfigError("SMS_PROVIDER=http needs SMS_HTTP_URL (an http:// or https:// URL)")
+        return cls(
+            var_dir=var_dir,
+            database_url=_psycopg(database_url),
+            notification_database_url=_psycopg(notification_url),
+            broker_url=broker_url,
+            result_backend=result_backend,
+            redelivery_timeout_s=_float(env, "REDELIVERY_TIMEOUT_S", 30.0, minimum=0.5),
+            max_attempts=_int(env, "MAX_ATTEMPTS", 5, minimum=1),
+            relay_poll_interval_s=_float(env, "RELAY_POLL_INTERVAL_S", 0.05, minimum=0.001),
+            relay_batch_max=_int(env, "RELAY_BATCH_MAX", 50, minimum=1),
+            score_sync_timeout_s=_float(env, "SCORE_SYNC_TIMEOUT_S", 3.0, minimum=0.1),
+            learning_backlog_limit=_int(env, "LEARNING_BACKLOG_LIMIT", 10_000, minimum=1),
+            sms_provider=sms_provider,
+            sms_http_url=sms_http_url,
+            sms_http_timeout_s=_float(env, "SMS_HTTP_TIMEOUT_S", 3.0, minimum=0.1),
+            log_level=_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        )
+
+
+def _psycopg(url: str) -> str:
+    # psycopg 3 is the driver we ship; plain postgresql:// would ask SQLAlchemy for psycopg2.
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url

@@ -1,0 +1,1 @@
+"""Learning context: learning managers and the learnings they run."""

@@ -1,0 +1,94 @@
+"""HTTP API of the learning context: /managers and /learnings."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from app.bootstrap import container
+from app.learning import handlers
+from app.learning.model import LearningStatus
+from app.shared.api import KoreanMobile
+
+managers_blp = Blueprint(
+    "managers", __name__, url_prefix="/managers", description="Learning managers"
+)
+learnings_blp = Blueprint("learnings", __name__, url_prefix="/learnings", description="Learnings")
+
+
+class ManagerSchema(Schema):
+    id = fields.Int(dump_only=True)
+    name = fields.Str(required=True, validate=validate.Length(1, 100))
+    phone = KoreanMobile(required=True)
+    active = fields.Bool(dump_only=True)
+
+
+class LearningSchema(Schema):
+    id = fields.Int()
+    order_no = fields.Str()
+    course_no = fields.Str()
+    phone = fields.Str()
+    status = fields.Str()
+    manager_id = fields.Int(allow_none=True)
+    manager_name = fields.Str(allow_none=True)
+    opened_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    completed_at = fields.DateTime(allow_none=True)
+    cancelled_at = fields.DateTime(allow_none=True)
+
+
+class LearningQuerySchema(Schema):
+    order_no = fields.Str(validate=validate.Length(max=32))
+    manager_id = fields.Int()
+    status = fields.Str(
+        validate=validate.OneOf(
+            [
+                LearningStatus.WAITING,
+                LearningStatus.STARTED,
+                LearningStatus.COMPLETED,
+                LearningStatus.CANCELLED,
+            ]
+        )
+    )
+
+
+@managers_blp.route("")
+class Managers(MethodView):
+    @managers_blp.arguments(ManagerSchema)
+    @managers_blp.response(201, ManagerSchema)
+    def post(self, body):
+        """Register a manager (admin); waiting learnings may start with them."""
+        return handlers.register_manager(
+            container().learning_uow(), handlers.RegisterManager(**body)
+        )
+
+    @managers_blp.response(200, ManagerSchema(many=True))
+    def get(self):
+        with container().learning_uow() as uow:
+            return uow.managers.list()
+
+
+@learnings_blp.route("")
+class Learnings(MethodView):
+    @learnings_blp.arguments(LearningQuerySchema, location="query")
+    @learnings_blp.response(200, LearningSchema(many=True))
+    @learnings_blp.paginate()
+    def get(self, query, pagination_parameters):
+        with container().learning_uow() as uow:
+            items, total = uow.learnings.list(
+                query.get("order_no"),
+                query.get("manager_id"),
+                query.get("status"),
+                pagination_parameters.first_item,
+                pagination_parameters.page_size,
+            )
+        pagination_parameters.item_count = total
+        return items
+
+
+@learnings_blp.route("/<int:learning_id>")
+class LearningById(MethodView):
+    @learnings_blp.response(200, LearningSchema)
+    def get(self, learning_id):
+        return handlers.get_learning(container().learning_uow(), learning_id)

@@ -1,0 +1,81 @@
+"""Managers and learnings, and the events a learning raises."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.shared.db import MainBase, UTCDateTime, utcnow
+from app.shared.errors import Conflict
+from app.shared.events import Aggregate, Event, EventType
+
+
+class LearningStatus:
+    WAITING = "WAITING"
+    STARTED = "STARTED"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+
+
+class Manager(MainBase):
+    __tablename__ = "learning_managers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    phone: Mapped[str] = mapped_column(String(20))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Learning(MainBase, Aggregate):
+    __tablename__ = "learning_learnings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    order_no: Mapped[str] = mapped_column(String(32), unique=True)
+    course_no: Mapped[str | None] = mapped_column(String(32))
+    course_title: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(20), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    manager_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    manager_name: Mapped[str | None] = mapped_column(String(100))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @classmethod
+    def open(cls, order_no: str, course_no: str, course_title: str, phone: str) -> Learning:
+        return cls(
+            order_no=order_no,
+            course_no=course_no,
+            course_title=course_title,
+            phone=phone,
+            status=LearningStatus.WAITING,
+            opened_at=utcnow(),
+        )
+
+    def start(self, manager: Manager) -> None:
+        if self.status != LearningStatus.WAITING:
+            raise Conflict(f"learning {self.id} is {self.status}, not WAITING")
+        self.status = LearningStatus.STARTED
+        self.manager_id = manager.id
+        self.manager_name = manager.name
+        self.started_at = utcnow()
+        self.record(
+            Event(
+                EventType.LEARNING_STARTED,
+                self.order_no,
+                {
+                    "learning_id": self.id,
+                    "order_no": self.order_no,
+                    "course_no": self.course_no,
+                    "course_title": self.course_title,
+                    "phone": self.phone,
+                    "manager_id": manager.id,
+                    "manager_name": manager.name,
+                    "started_at": self.started_at.isoformat(),
+                },
+            )
+        )

@@ -1,0 +1,77 @@
+"""Queries on the learning context's tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.learning.model import Learning, LearningStatus, Manager
+
+
+class ManagerRepository:
+    def __init__(self, session: Session):
+        self.session = session
+
+    def add(self, manager: Manager) -> None:
+        self.session.add(manager)
+
+    def get(self, manager_id: int) -> Manager | None:
+        return self.session.get(Manager, manager_id)
+
+    def list(self) -> list[Manager]:
+        return list(self.session.execute(select(Manager).order_by(Manager.id)).scalars())
+
+    def least_loaded(self) -> Manager | None:
+        """The active manager with the fewest STARTED learnings; ties go to the lowest id."""
+        load = (
+            select(Learning.manager_id, func.count(Learning.id).label("started"))
+            .where(Learning.status == LearningStatus.STARTED)
+            .group_by(Learning.manager_id)
+            .subquery()
+        )
+        return self.session.execute(
+            select(Manager)
+            .outerjoin(load, load.c.manager_id == Manager.id)
+            .where(Manager.active.is_(True))
+            .order_by(func.coalesce(load.c.started, 0), Manager.id)
+            .limit(1)
+        ).scalar_one_or_none()
+
+
+class LearningRepository:
+    def __init__(self, session: Session):
+        self.session = session
+
+    def add(self, learning: Learning) -> None:
+        self.session.add(learning)
+
+    def get(self, learning_id: int) -> Learning | None:
+        return self.session.get(Learning, learning_id)
+
+    def for_order(self, order_no: str) -> Learning | None:
+        return self.session.execute(
+            select(Learning).where(Learning.order_no == order_no).with_for_update()
+        ).scalar_one_or_none()
+
+    def list(
+        self,
+        order_no: str | None,
+        manager_id: int | None,
+        status: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[Learning], int]:
+        stmt = select(Learning)
+        if order_no:
+            stmt = stmt.where(Learning.order_no == order_no)
+        if manager_id is not None:
+            stmt = stmt.where(Learning.manager_id == manager_id)
+        if status:
+            stmt = stmt.where(Learning.status == status)
+        total = self.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+        items = (
+            self.session.execute(stmt.order_by(Learning.id.desc()).offset(offset).limit(limit))
+            .scalars()
+            .all()
+        )
+        return list(items), total

@@ -1,0 +1,33 @@
+"""JSON logs with structlog; the correlation id of the current request or event rides along."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from app.shared.uow import correlation_id
+
+
+def _add_correlation_id(_logger, _name, event_dict):
+    cid = correlation_id.get()
+    if cid:
+        event_dict.setdefault("correlation_id", cid)
+    return event_dict
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            _add_correlation_id,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(ensure_ascii=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,48 @@
+"""Alembic for both databases: `migrations/main` (DATABASE_URL), `migrations/notification`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+from app.config import Settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+BINDS = ("main", "notification")
+
+
+def alembic_config(settings: Settings, bind: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR / bind))
+    url = settings.database_url if bind == "main" else settings.notification_database_url
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["bind"] = bind
+    return config
+
+
+def upgrade(settings: Settings) -> None:
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    for bind in BINDS:
+        command.upgrade(alembic_config(settings, bind), "head")
+
+
+def run_env(context, bind: str) -> None:
+    """The body of both env.py files (online mode only: we always have a database)."""
+    from app import models  # noqa: F401
+    from app.shared.db import MainBase, NotificationBase, make_engine
+
+    metadata = MainBase.metadata if bind == "main" else NotificationBase.metadata
+    engine = make_engine(context.config.get_main_option("sqlalchemy.url"))
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            version_table=f"alembic_version_{bind}",  # both may share one database
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()

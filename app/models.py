@@ -1,0 +1,7 @@
+"""Imports every mapped module, so that the metadata (and Alembic) sees all tables."""
+
+from app.learning import model as learning_model  # noqa: F401
+from app.mypage import model as mypage_model  # noqa: F401
+from app.notification import model as notification_model  # noqa: F401
+from app.orders import model as orders_model  # noqa: F401
+from app.shared import idempotency, outbox  # noqa: F401

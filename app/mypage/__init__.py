@@ -1,0 +1,1 @@
+"""My page: a read model per order, written only by its projection, read with plain queries."""

@@ -1,0 +1,48 @@
+"""HTTP API of My page: /mypage/{phone}, from the read model only."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from marshmallow import Schema, fields
+
+from app.bootstrap import container
+from app.mypage.views import count_for_phone, rows_for_phone
+from app.shared.phone import normalize_mobile
+
+mypage_blp = Blueprint(
+    "mypage", __name__, url_prefix="/mypage", description="A student's orders at a glance"
+)
+
+
+class MyPageRowSchema(Schema):
+    order_no = fields.Str()
+    course_no = fields.Str(allow_none=True)
+    course_title = fields.Str(allow_none=True)
+    order_status = fields.Str(allow_none=True)
+    learning_status = fields.Str(allow_none=True)
+    manager_name = fields.Str(allow_none=True)
+    evaluation_status = fields.Str(allow_none=True)
+    latest_score = fields.Int(allow_none=True)
+    final_score = fields.Int(allow_none=True)
+    ordered_at = fields.DateTime(allow_none=True)
+    begin_date = fields.Date(allow_none=True)
+    end_date = fields.Date(allow_none=True)
+    updated_at = fields.DateTime(allow_none=True)
+
+
+@mypage_blp.route("/<phone>")
+class MyPage(MethodView):
+    @mypage_blp.response(200, MyPageRowSchema(many=True))
+    @mypage_blp.paginate()
+    def get(self, phone, pagination_parameters):
+        """The student's orders, newest first, with learning, evaluation and scores."""
+        try:
+            phone = normalize_mobile(phone)
+        except ValueError as exc:
+            abort(422, message=f"phone: {exc}")
+        with container().main_session() as session:
+            pagination_parameters.item_count = count_for_phone(session, phone)
+            return rows_for_phone(
+                session, phone, pagination_parameters.first_item, pagination_parameters.page_size
+            )

@@ -1,0 +1,35 @@
+"""The My page row of one order, with the sequence that last set each part."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Date, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.shared.db import MainBase, UTCDateTime
+
+
+class MyPageRow(MainBase):
+    __tablename__ = "mypage_rows"
+    __table_args__ = (Index("ix_mypage_rows_phone_ordered", "phone", "ordered_at"),)
+
+    order_no: Mapped[str] = mapped_column(String(32), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    course_no: Mapped[str | None] = mapped_column(String(32))
+    course_title: Mapped[str | None] = mapped_column(String(200))
+    order_status: Mapped[str | None] = mapped_column(String(16))
+    learning_status: Mapped[str | None] = mapped_column(String(16))
+    manager_name: Mapped[str | None] = mapped_column(String(100))
+    evaluation_status: Mapped[str | None] = mapped_column(String(16))
+    latest_score: Mapped[int | None] = mapped_column(Integer)
+    final_score: Mapped[int | None] = mapped_column(Integer)
+    ordered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    begin_date: Mapped[date | None] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Per part, the sequence of the event that last wrote it: an older event never overwrites.
+    order_seq: Mapped[int] = mapped_column(Integer, default=0)
+    learning_seq: Mapped[int] = mapped_column(Integer, default=0)
+    evaluation_seq: Mapped[int] = mapped_column(Integer, default=0)
+    score_seq: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,80 @@
+"""The My page projection: every event updates its order's row; the newest state always wins."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from app.mypage.model import MyPageRow
+from app.shared.events import Event, EventType
+from app.shared.uow import UnitOfWork
+
+E = EventType
+
+# For each event, the parts of the row it sets. A part is applied only if the event's sequence
+# is newer than the one that last set that part, so any arrival order converges.
+_CHANGES: dict[EventType, list[tuple[str, dict[str, Any]]]] = {
+    E.COURSE_ORDERED: [("order", {"order_status": "ORDERED"})],
+    E.COURSE_ORDER_CANCELLED: [("order", {"order_status": "CANCELLED"})],
+    E.ORDER_COMPLETED: [("order", {"order_status": "COMPLETED"})],
+    # The evaluation is opened on LearningStarted and cancelled on LearningCancelled.
+    E.LEARNING_STARTED: [
+        ("learning", {"learning_status": "STARTED"}),
+        ("evaluation", {"evaluation_status": "IN_PROGRESS"}),
+    ],
+    E.LEARNING_CANCELLED: [
+        ("learning", {"learning_status": "CANCELLED"}),
+        ("evaluation", {"evaluation_status": "CANCELLED"}),
+    ],
+    E.EVALUATION_RECORDED: [("score", {})],
+    # The learning completes on FinalEvaluationRegistered.
+    E.FINAL_EVALUATION_REGISTERED: [
+        ("evaluation", {"evaluation_status": "FINAL"}),
+        ("learning", {"learning_status": "COMPLETED"}),
+    ],
+}
+
+
+def apply(row: MyPageRow, event: Event) -> None:
+    """Fold one event into the row (pure: no I/O)."""
+    p = event.payload
+    if event.event_type == E.COURSE_ORDERED:
+        # Facts fixed at order time: whichever copy arrives first sets them.
+        row.course_no = p["course_no"]
+        row.course_title = p.get("course_title")
+        row.ordered_at = datetime.fromisoformat(p["ordered_at"])
+        row.begin_date = date.fromisoformat(p["begin_date"])
+        row.end_date = date.fromisoformat(p["end_date"])
+    for part, values in _CHANGES.get(event.event_type, []):
+        seq_field = f"{part}_seq"
+        if event.sequence <= (getattr(row, seq_field) or 0):
+            continue
+        setattr(row, seq_field, event.sequence)
+        for name, value in values.items():
+            setattr(row, name, value)
+        if event.event_type == E.LEARNING_STARTED:
+            row.manager_name = p.get("manager_name")
+        elif event.event_type == E.EVALUATION_RECORDED:
+            row.latest_score = p.get("score")
+        elif event.event_type == E.FINAL_EVALUATION_REGISTERED and part == "evaluation":
+            row.final_score = p.get("score")
+    if row.updated_at is None or event.occurred_at > row.updated_at:
+        row.updated_at = event.occurred_at
+
+
+def project(uow: UnitOfWork, event: Event) -> None:
+    """Policy: upsert the order's row with this event."""
+    if not event.order_no:
+        return
+    row = uow.session.get(MyPageRow, event.order_no, with_for_update=True)
+    if row is None:
+        row = MyPageRow(
+            order_no=event.order_no,
+            phone=event.payload["phone"],
+            order_seq=0,
+            learning_seq=0,
+            evaluation_seq=0,
+            score_seq=0,
+        )
+        uow.add(row)
+    apply(row, event)

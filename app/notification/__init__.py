@@ -1,0 +1,1 @@
+"""Notification context: SMS to students, stored in its own database."""

@@ -1,0 +1,48 @@
+"""HTTP API of the notification context: /sms."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from app.bootstrap import container
+from app.shared.api import KoreanMobile
+
+sms_blp = Blueprint("sms", __name__, url_prefix="/sms", description="SMS sent to students")
+
+
+class SmsSchema(Schema):
+    id = fields.Int()
+    phone = fields.Str()
+    order_no = fields.Str(allow_none=True)
+    event_type = fields.Str()
+    message = fields.Str()
+    status = fields.Str()
+    provider = fields.Str()
+    provider_message_id = fields.Str(allow_none=True)
+    attempts = fields.Int()
+    created_at = fields.DateTime()
+    sent_at = fields.DateTime(allow_none=True)
+
+
+class SmsQuerySchema(Schema):
+    phone = KoreanMobile()
+    order_no = fields.Str(validate=validate.Length(max=32))
+
+
+@sms_blp.route("")
+class SmsMessages(MethodView):
+    @sms_blp.arguments(SmsQuerySchema, location="query")
+    @sms_blp.response(200, SmsSchema(many=True))
+    @sms_blp.paginate()
+    def get(self, query, pagination_parameters):
+        with container().notification_uow() as uow:
+            items, total = uow.messages.list(
+                query.get("phone"),
+                query.get("order_no"),
+                pagination_parameters.first_item,
+                pagination_parameters.page_size,
+            )
+        pagination_parameters.item_count = total
+        return items

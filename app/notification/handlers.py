@@ -1,0 +1,89 @@
+"""Policies of the notification context: store the SMS in the transaction, send after commit."""
+
+from __future__ import annotations
+
+import structlog
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from app.notification.model import SmsMessage, SmsStatus
+from app.notification.repository import SmsRepository
+from app.notification.senders import Outgoing, PermanentSendError, SmsSender, TransientSendError
+from app.notification.templates import render
+from app.shared.db import utcnow
+from app.shared.events import Event
+from app.shared.uow import UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+
+class NotificationUnitOfWork(UnitOfWork):
+    messages: SmsRepository
+
+    def __enter__(self) -> NotificationUnitOfWork:
+        super().__enter__()
+        self.messages = SmsRepository(self.session)
+        return self
+
+
+def record_sms(uow: NotificationUnitOfWork, event: Event, provider: str) -> None:
+    """Write the message row (PENDING) for the event's student, once per event and phone."""
+    text = render(event)
+    phone = event.payload.get("phone")
+    if text is None or not phone or uow.messages.for_event(event.event_id, phone):
+        return
+    uow.messages.add(
+        SmsMessage(
+            event_id=event.event_id,
+            event_type=str(event.event_type),
+            phone=phone,
+            order_no=event.order_no,
+            message=text,
+            status=SmsStatus.PENDING,
+            provider=provider,
+            attempts=0,
+            created_at=utcnow(),
+        )
+    )
+
+
+def send_pending_sms(
+    uow: NotificationUnitOfWork,
+    event: Event,
+    sender: SmsSender,
+    max_attempts: int,
+    quick_retries: int = 3,
+) -> None:
+    """Send the event's PENDING messages. A transient failure is retried here with backoff,
+    then again on the event's redelivery; after `max_attempts` rounds the message FAILS."""
+    with uow:
+        for message in uow.messages.pending_for_event(event.event_id):
+            message.attempts += 1
+            outgoing = Outgoing(message.idempotency_key, message.phone, message.message)
+            try:
+                for attempt in Retrying(
+                    retry=retry_if_exception_type(TransientSendError),
+                    stop=stop_after_attempt(quick_retries),
+                    wait=wait_random_exponential(multiplier=0.2, max=2),
+                    reraise=True,
+                ):
+                    with attempt:
+                        message.provider_message_id = sender.send(outgoing)
+                message.status = SmsStatus.SENT
+                message.sent_at = utcnow()
+            except PermanentSendError as exc:
+                message.status = SmsStatus.FAILED
+                message.last_error = str(exc)
+            except TransientSendError as exc:
+                message.last_error = str(exc)
+                if message.attempts >= max_attempts:
+                    message.status = SmsStatus.FAILED
+                else:
+                    uow.commit()
+                    raise
+            log.info(
+                "sms.result",
+                sms_id=message.id,
+                status=message.status,
+                event_type=message.event_type,
+            )
+        uow.commit()

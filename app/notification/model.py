@@ -1,0 +1,43 @@
+"""SMS messages: one row per (event, recipient), written before the send."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.shared.db import NotificationBase, UTCDateTime
+
+
+class SmsStatus:
+    PENDING = "PENDING"
+    SENT = "SENT"
+    FAILED = "FAILED"
+
+
+class SmsMessage(NotificationBase):
+    __tablename__ = "notification_sms"
+    __table_args__ = (
+        # The guarantee "one SMS per (event, recipient)" lives in the schema.
+        UniqueConstraint("event_id", "phone", name="uq_notification_sms_event_phone"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36))
+    event_type: Mapped[str] = mapped_column(String(64))
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+    order_no: Mapped[str | None] = mapped_column(String(32), index=True)
+    message: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def idempotency_key(self) -> str:
+        """Given to the provider, so that a resend after a crash is not a second SMS."""
+        return f"onlinestudy-sms-{self.id}"

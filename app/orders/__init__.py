@@ -1,0 +1,1 @@
+"""Orders context: the course catalog and the orders placed on it."""

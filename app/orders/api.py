@@ -1,0 +1,133 @@
+"""HTTP API of the orders context: /courses and /orders."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from app.bootstrap import container
+from app.orders import handlers
+from app.orders.model import OrderStatus
+from app.shared.api import KoreanMobile
+
+courses_blp = Blueprint("courses", __name__, url_prefix="/courses", description="Course catalog")
+orders_blp = Blueprint("orders", __name__, url_prefix="/orders", description="Course orders")
+
+
+class CourseSchema(Schema):
+    course_no = fields.Str(required=True, validate=validate.Length(1, 32))
+    title = fields.Str(required=True, validate=validate.Length(1, 200))
+    description = fields.Str(load_default="", validate=validate.Length(max=5000))
+    category = fields.Str(load_default="", validate=validate.Length(max=50))
+    price = fields.Int(required=True, strict=True, validate=validate.Range(0, 100_000_000))
+    active = fields.Bool(load_default=True)
+
+
+class CourseQuerySchema(Schema):
+    q = fields.Str(validate=validate.Length(max=200))
+    category = fields.Str(validate=validate.Length(max=50))
+
+
+class PlaceOrderSchema(Schema):
+    course_no = fields.Str(required=True, validate=validate.Length(1, 32))
+    phone = KoreanMobile(required=True)
+    begin_date = fields.Date(required=True)
+    end_date = fields.Date(required=True)
+
+    @validates_schema
+    def _dates_in_order(self, data, **kwargs):
+        if (
+            data.get("begin_date")
+            and data.get("end_date")
+            and data["begin_date"] > data["end_date"]
+        ):
+            raise ValidationError("begin_date must be on or before end_date", "end_date")
+
+
+class OrderSchema(Schema):
+    order_no = fields.Str()
+    course_no = fields.Str()
+    phone = fields.Str()
+    status = fields.Str()
+    ordered_at = fields.DateTime()
+    begin_date = fields.Date()
+    end_date = fields.Date()
+    score = fields.Int(allow_none=True)
+
+
+class OrderQuerySchema(Schema):
+    phone = KoreanMobile()
+    status = fields.Str(
+        validate=validate.OneOf([OrderStatus.ORDERED, OrderStatus.COMPLETED, OrderStatus.CANCELLED])
+    )
+
+
+class IdempotencyHeaderSchema(Schema):
+    idempotency_key = fields.Str(data_key="Idempotency-Key", validate=validate.Length(1, 128))
+
+
+@courses_blp.route("")
+class Courses(MethodView):
+    @courses_blp.arguments(CourseQuerySchema, location="query")
+    @courses_blp.response(200, CourseSchema(many=True))
+    @courses_blp.paginate()
+    def get(self, query, pagination_parameters):
+        """Search the active courses by title/description (`q`) and category."""
+        with container().orders_uow() as uow:
+            items, total = uow.courses.search(
+                query.get("q"),
+                query.get("category"),
+                pagination_parameters.first_item,
+                pagination_parameters.page_size,
+            )
+        pagination_parameters.item_count = total
+        return items
+
+    @courses_blp.arguments(CourseSchema)
+    @courses_blp.response(201, CourseSchema)
+    def post(self, body):
+        """Add a course to the catalog (admin)."""
+        return handlers.create_course(container().orders_uow(), handlers.CreateCourse(**body))
+
+
+@courses_blp.route("/<course_no>")
+class CourseByNo(MethodView):
+    @courses_blp.response(200, CourseSchema)
+    def get(self, course_no):
+        return handlers.get_course(container().orders_uow(), course_no)
+
+
+@orders_blp.route("")
+class Orders(MethodView):
+    @orders_blp.arguments(IdempotencyHeaderSchema, location="headers")
+    @orders_blp.arguments(PlaceOrderSchema)
+    @orders_blp.response(201, OrderSchema)
+    def post(self, headers, body):
+        """Order a course. Send `Idempotency-Key` to make a retried request safe."""
+        order, _created = handlers.place_order(
+            container().orders_uow(),
+            handlers.PlaceOrder(idempotency_key=headers.get("idempotency_key"), **body),
+        )
+        return order
+
+    @orders_blp.arguments(OrderQuerySchema, location="query")
+    @orders_blp.response(200, OrderSchema(many=True))
+    @orders_blp.paginate()
+    def get(self, query, pagination_parameters):
+        with container().orders_uow() as uow:
+            items, total = uow.orders.list(
+                query.get("phone"),
+                query.get("status"),
+                pagination_parameters.first_item,
+                pagination_parameters.page_size,
+            )
+        pagination_parameters.item_count = total
+        return items
+
+
+@orders_blp.route("/<order_no>")
+class OrderByNo(MethodView):
+    @orders_blp.response(200, OrderSchema)
+    def get(self, order_no):
+        return handlers.get_order(container().orders_uow(), order_no)

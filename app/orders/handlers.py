@@ -1,0 +1,125 @@
+"""Commands of the orders context."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import date
+
+from sqlalchemy.exc import IntegrityError
+
+from app.orders.model import Course, Order
+from app.orders.repository import CourseRepository, OrderRepository
+from app.shared.errors import Conflict, InvalidInput, NotFound
+from app.shared.uow import UnitOfWork
+
+
+class OrdersUnitOfWork(UnitOfWork):
+    courses: CourseRepository
+    orders: OrderRepository
+
+    def __enter__(self) -> OrdersUnitOfWork:
+        super().__enter__()
+        self.courses = CourseRepository(self.session)
+        self.orders = OrderRepository(self.session)
+        return self
+
+
+@dataclass(frozen=True)
+class CreateCourse:
+    course_no: str
+    title: str
+    price: int
+    description: str = ""
+    category: str = ""
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class PlaceOrder:
+    course_no: str
+    phone: str
+    begin_date: date
+    end_date: date
+    idempotency_key: str | None = None
+
+    def fingerprint(self) -> str:
+        body = {k: str(v) for k, v in asdict(self).items() if k != "idempotency_key"}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def create_course(uow: OrdersUnitOfWork, cmd: CreateCourse) -> Course:
+    with uow:
+        if uow.courses.get(cmd.course_no):
+            raise Conflict(f"course {cmd.course_no} already exists")
+        course = Course(**asdict(cmd))
+        uow.courses.add(course)
+        try:
+            uow.commit()
+        except IntegrityError:
+            raise Conflict(f"course {cmd.course_no} already exists") from None
+        return course
+
+
+def get_course(uow: OrdersUnitOfWork, course_no: str) -> Course:
+    with uow:
+        course = uow.courses.get(course_no)
+        if course is None:
+            raise NotFound(f"course {course_no} not found")
+        return course
+
+
+def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
+    """Place the order; with a known idempotency key, return the first one. (order, created)."""
+    if cmd.begin_date > cmd.end_date:
+        raise InvalidInput("begin_date must be on or before end_date")
+    with uow:
+        replay = _replayed(uow, cmd)
+        if replay:
+            return replay, False
+        course = uow.courses.get(cmd.course_no)
+        if course is None:
+            raise NotFound(f"course {cmd.course_no} not found")
+        if uow.orders.live_order(cmd.phone, cmd.course_no):
+            raise Conflict(f"{cmd.phone} already has a live order of course {cmd.course_no}")
+        order = Order.place(
+            course,
+            cmd.phone,
+            cmd.begin_date,
+            cmd.end_date,
+            cmd.idempotency_key,
+            cmd.fingerprint() if cmd.idempotency_key else None,
+        )
+        uow.orders.add(order)
+        try:
+            uow.commit()
+        except IntegrityError:
+            # A concurrent twin won a unique index: the same key replays, else it is a conflict.
+            uow.rollback()
+            replay = _replayed(uow, cmd)
+            if replay:
+                return replay, False
+            if uow.orders.live_order(cmd.phone, cmd.course_no):
+                raise Conflict(
+                    f"{cmd.phone} already has a live order of course {cmd.course_no}"
+                ) from None
+            raise
+        return order, True
+
+
+def _replayed(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> Order | None:
+    if not cmd.idempotency_key:
+        return None
+    earlier = uow.orders.by_idempotency_key(cmd.idempotency_key)
+    if earlier and earlier.request_fingerprint != cmd.fingerprint():
+        raise InvalidInput("this Idempotency-Key was used with a different request body")
+    return earlier
+
+
+def get_order(uow: OrdersUnitOfWork, order_no: str) -> Order:
+    with uow:
+        order = uow.orders.get(order_no)
+        if order is None:
+            raise NotFound(f"order {order_no} not found")
+        return order

@@ -1,0 +1,101 @@
+"""Courses and orders, and the events an order raises."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import date, datetime
+
+from sqlalchemy import Boolean, Date, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.shared.db import MainBase, UTCDateTime, utcnow
+from app.shared.errors import Conflict
+from app.shared.events import Aggregate, Event, EventType
+
+
+class OrderStatus:
+    ORDERED = "ORDERED"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+
+
+class Course(MainBase):
+    __tablename__ = "orders_courses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    course_no: Mapped[str] = mapped_column(String(32), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str] = mapped_column(String(50), index=True, default="")
+    price: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Order(MainBase, Aggregate):
+    __tablename__ = "orders_orders"
+    __table_args__ = (
+        # One live order per phone and course, even under concurrent requests.
+        Index(
+            "uq_orders_orders_live",
+            "phone",
+            "course_no",
+            unique=True,
+            sqlite_where=text("status = 'ORDERED'"),
+            postgresql_where=text("status = 'ORDERED'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    order_no: Mapped[str] = mapped_column(String(32), unique=True)
+    course_no: Mapped[str] = mapped_column(String(32))
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    ordered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    begin_date: Mapped[date] = mapped_column(Date)
+    end_date: Mapped[date] = mapped_column(Date)
+    score: Mapped[int | None] = mapped_column(Integer)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+
+    @classmethod
+    def place(
+        cls,
+        course: Course,
+        phone: str,
+        begin_date: date,
+        end_date: date,
+        idempotency_key: str | None = None,
+        request_fingerprint: str | None = None,
+    ) -> Order:
+        if not course.active:
+            raise Conflict(f"course {course.course_no} is not open for orders")
+        order = cls(
+            order_no="O" + secrets.token_hex(6).upper(),
+            course_no=course.course_no,
+            phone=phone,
+            status=OrderStatus.ORDERED,
+            ordered_at=utcnow(),
+            begin_date=begin_date,
+            end_date=end_date,
+            idempotency_key=idempotency_key,
+            request_fingerprint=request_fingerprint,
+        )
+        order.record(
+            Event(
+                EventType.COURSE_ORDERED,
+                order.order_no,
+                {
+                    "order_no": order.order_no,
+                    "course_no": course.course_no,
+                    "course_title": course.title,
+                    "phone": phone,
+                    "ordered_at": order.ordered_at.isoformat(),
+                    "begin_date": begin_date.isoformat(),
+                    "end_date": end_date.isoformat(),
+                },
+            )
+        )
+        return order

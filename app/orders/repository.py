@@ -1,0 +1,92 @@
+"""Queries on the orders context's tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from app.orders.model import Course, Order, OrderStatus
+
+
+class CourseRepository:
+    def __init__(self, session: Session):
+        self.session = session
+
+    def add(self, course: Course) -> None:
+        self.session.add(course)
+
+    def get(self, course_no: str) -> Course | None:
+        return self.session.execute(
+            select(Course).where(Course.course_no == course_no)
+        ).scalar_one_or_none()
+
+    def search(
+        self, q: str | None, category: str | None, offset: int, limit: int
+    ) -> tuple[list[Course], int]:
+        stmt = select(Course).where(Course.active.is_(True))
+        if q:
+            # lower() is Unicode-aware on PostgreSQL; Korean has no case, so LIKE on it is exact.
+            pattern = f"%{_escape_like(q.lower())}%"
+            stmt = stmt.where(
+                or_(
+                    func.lower(Course.title).like(pattern, escape="\\"),
+                    func.lower(Course.description).like(pattern, escape="\\"),
+                )
+            )
+        if category:
+            stmt = stmt.where(Course.category == category)
+        total = self.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+        items = (
+            self.session.execute(stmt.order_by(Course.id).offset(offset).limit(limit))
+            .scalars()
+            .all()
+        )
+        return list(items), total
+
+
+class OrderRepository:
+    def __init__(self, session: Session):
+        self.session = session
+
+    def add(self, order: Order) -> None:
+        self.session.add(order)
+
+    def get(self, order_no: str, for_update: bool = False) -> Order | None:
+        stmt = select(Order).where(Order.order_no == order_no)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.execute(stmt).scalar_one_or_none()
+
+    def by_idempotency_key(self, key: str) -> Order | None:
+        return self.session.execute(
+            select(Order).where(Order.idempotency_key == key)
+        ).scalar_one_or_none()
+
+    def live_order(self, phone: str, course_no: str) -> Order | None:
+        return self.session.execute(
+            select(Order).where(
+                Order.phone == phone,
+                Order.course_no == course_no,
+                Order.status == OrderStatus.ORDERED,
+            )
+        ).scalar_one_or_none()
+
+    def list(
+        self, phone: str | None, status: str | None, offset: int, limit: int
+    ) -> tuple[list[Order], int]:
+        stmt = select(Order)
+        if phone:
+            stmt = stmt.where(Order.phone == phone)
+        if status:
+            stmt = stmt.where(Order.status == status)
+        total = self.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+        items = (
+            self.session.execute(stmt.order_by(Order.id.desc()).offset(offset).limit(limit))
+            .scalars()
+            .all()
+        )
+        return list(items), total
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -1,0 +1,1 @@
+"""The shared kernel: event envelope, outbox, unit of work, idempotency, database base."""

@@ -1,0 +1,108 @@
+"""Declarative bases (one per database), engines and a UTC datetime column type."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class MainBase(DeclarativeBase):
+    """Tables of orders, learning, evaluation, mypage and the outbox (DATABASE_URL)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class NotificationBase(DeclarativeBase):
+    """Tables of the notification context (NOTIFICATION_DATABASE_URL)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on every backend (SQLite keeps no time zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        _serialize_sqlite_writers(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _serialize_sqlite_writers(engine: Engine) -> None:
+    # Several processes write the same SQLite file. WAL lets readers go on while one writes, and
+    # BEGIN IMMEDIATE takes the write lock up front, so a transaction waits (busy timeout)
+    # instead of failing when it would have to upgrade a read lock.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """The two engines of a process and their session factories, created lazily."""
+
+    def __init__(self, main_url: str, notification_url: str):
+        self.main_url = main_url
+        self.notification_url = notification_url
+        self._engines: dict[str, Engine] = {}
+        self._factories: dict[str, sessionmaker[Session]] = {}
+
+    def engine(self, bind: str = "main") -> Engine:
+        if bind not in self._engines:
+            url = self.main_url if bind == "main" else self.notification_url
+            self._engines[bind] = make_engine(url)
+            self._factories[bind] = sessionmaker(self._engines[bind], expire_on_commit=False)
+        return self._engines[bind]
+
+    def session(self, bind: str = "main") -> Session:
+        self.engine(bind)
+        return self._factories[bind]()
+
+    def dispose(self) -> None:
+        """Drop pooled connections, e.g. in a forked worker child (they belong to the parent)."""
+        for engine in self._engines.values():
+            engine.dispose(close=False)
+        self._engines.clear()
+        self._factories.clear()

@@ -1,0 +1,29 @@
+"""Domain errors; the API maps each kind to one HTTP status."""
+
+
+class DomainError(Exception):
+    """Base of the errors a handler raises on purpose."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(DomainError):
+    """404: no such resource."""
+
+
+class Conflict(DomainError):
+    """409: the resource's state forbids the command."""
+
+
+class InvalidInput(DomainError):
+    """422: the input is well-formed but not acceptable."""
+
+
+class Unavailable(DomainError):
+    """503: try again later."""
+
+    def __init__(self, message: str, retry_after_s: int = 5):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,72 @@
+"""The event envelope of SPEC section 4, and the names of the events."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from app.shared.db import utcnow
+
+
+class EventType(StrEnum):
+    COURSE_ORDERED = "CourseOrdered"
+    COURSE_ORDER_CANCELLED = "CourseOrderCancelled"
+    LEARNING_STARTED = "LearningStarted"
+    LEARNING_CANCELLED = "LearningCancelled"
+    EVALUATION_RECORDED = "EvaluationRecorded"
+    ORDER_COMPLETED = "OrderCompleted"
+    FINAL_EVALUATION_REGISTERED = "FinalEvaluationRegistered"
+    MANAGER_REGISTERED = "ManagerRegistered"
+
+
+@dataclass
+class Event:
+    """A fact one context tells the others. `sequence` is given by the outbox at commit."""
+
+    event_type: EventType
+    order_no: str | None
+    payload: dict[str, Any]
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    occurred_at: datetime = field(default_factory=utcnow)
+    sequence: int = 0
+    correlation_id: str | None = None
+
+    def envelope(self) -> dict[str, Any]:
+        """The JSON form that travels in task arguments."""
+        body = {
+            "event_id": self.event_id,
+            "event_type": str(self.event_type),
+            "occurred_at": self.occurred_at.isoformat(),
+            "order_no": self.order_no,
+            "sequence": self.sequence,
+            "payload": self.payload,
+        }
+        if self.correlation_id:
+            body["correlation_id"] = self.correlation_id
+        return body
+
+    @classmethod
+    def from_envelope(cls, body: dict[str, Any]) -> Event:
+        return cls(
+            event_type=EventType(body["event_type"]),
+            order_no=body.get("order_no"),
+            payload=dict(body.get("payload") or {}),
+            event_id=body["event_id"],
+            occurred_at=datetime.fromisoformat(body["occurred_at"]),
+            sequence=int(body.get("sequence") or 0),
+            correlation_id=body.get("correlation_id"),
+        )
+
+
+class Aggregate:
+    """A domain object that records the events its changes raise; the unit of work takes them."""
+
+    def record(self, event: Event) -> None:
+        pending = self.__dict__.setdefault("_pending_events", [])
+        pending.append(event)
+
+    def take_events(self) -> list[Event]:
+        return self.__dict__.pop("_pending_events", [])

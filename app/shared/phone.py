@@ -1,0 +1,19 @@
+"""Korean mobile numbers, normalized to 010-1234-5678 with the phonenumbers library."""
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType
+
+
+def normalize_mobile(raw: str) -> str:
+    """Return the number as 010-XXXX-XXXX; ValueError if it is not a Korean mobile number."""
+    try:
+        number = phonenumbers.parse(raw, "KR")
+    except NumberParseException:
+        raise ValueError("not a phone number") from None
+    if (
+        number.country_code != 82
+        or not phonenumbers.is_valid_number(number)
+        or phonenumbers.number_type(number) != PhoneNumberType.MOBILE
+    ):
+        raise ValueError("not a Korean mobile number (e.g. 010-1234-5678)")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)

@@ -1,0 +1,71 @@
+"""Unit of work: one transaction; the events its aggregates recorded go to the outbox in it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session
+
+from app.shared.events import Aggregate, Event
+from app.shared.outbox import OutboxWriter
+
+# The request id or the id carried by the event being handled; stamped on every event raised.
+correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+
+
+class UnitOfWork:
+    def __init__(self, session_factory: Callable[[], Session], outbox: OutboxWriter | None):
+        self._session_factory = session_factory
+        self._outbox = outbox
+        self._events: list[Event] = []
+        self.session: Session
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = self._session_factory()
+        self._events = []
+        # The identity map holds objects weakly: once a changed aggregate is flushed and its
+        # handler returns, it may be collected with its events. So take them at each flush.
+        sa_event.listen(self.session, "before_flush", self._take_events)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        # close() rolls back what was not committed and detaches the objects without expiring
+        # them, so callers can still read what they loaded.
+        sa_event.remove(self.session, "before_flush", self._take_events)
+        self.session.close()
+
+    def add(self, obj: object) -> None:
+        self.session.add(obj)
+
+    def raise_event(self, event: Event) -> None:
+        """An event that belongs to no aggregate (e.g. a manager registered)."""
+        self._events.append(event)
+
+    def commit(self) -> list[Event]:
+        """Commit the changes and the events they raised, atomically. Returns the events."""
+        events = self._collect_events()
+        if events:
+            if self._outbox is None:
+                raise RuntimeError("this database has no outbox; its context raises no events")
+            cid = correlation_id.get()
+            for event in events:
+                event.correlation_id = event.correlation_id or cid
+            self._outbox.write(self.session, events)
+        self.session.commit()
+        return events
+
+    def rollback(self) -> None:
+        self.session.rollback()
+        self._events.clear()
+
+    def _take_events(self, session: Session, *_args) -> None:
+        for obj in [*session.new, *session.dirty, *session.identity_map.values()]:
+            if isinstance(obj, Aggregate):
+                self._events.extend(obj.take_events())
+
+    def _collect_events(self) -> list[Event]:
+        self._take_events(self.session)
+        events, self._events = self._events, []
+        return events

@@ -1,0 +1,64 @@
+"""Every Celery setting of onlinestudy, with the reason beside the non-obvious ones.
+
+Broker and result backend come from the environment (app.config); the embedded default is the
+filesystem transport under var/broker and a SQLite result backend, so no server is needed.
+"""
+
+from kombu import Queue as KombuQueue
+
+from app.config import Settings
+from app.shared.queues import Queue
+
+_settings = Settings.from_env()
+
+broker_url = _settings.broker_url
+result_backend = _settings.result_backend
+broker_connection_retry_on_startup = True
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+# One queue per context; a task goes to the queue named by the prefix of its name.
+task_queues = [KombuQueue(queue.value, routing_key=queue.value) for queue in Queue]
+task_default_queue = Queue.ORDERS.value
+task_routes = {f"{queue.value}.*": {"queue": queue.value} for queue in Queue}
+
+# Consumers are idempotent, so a message is acknowledged only after the work, and a worker
+# killed mid-task gives its message back instead of losing it.
+task_acks_late = True
+task_reject_on_worker_lost = True
+# Take one message at a time: a batch task already carries many events.
+worker_prefetch_multiplier = 1
+# Results are only read by the synchronous final score, which asks for them explicitly.
+task_ignore_result = True
+result_expires = 3600
+# Bound every task; the longest (an SMS send with its quick retries) is a few seconds.
+task_soft_time_limit = 60
+task_time_limit = 90
+worker_max_tasks_per_child = 10_000
+worker_hijack_root_logger = False
+
+if _settings.embedded:
+    _broker_dir = _settings.var_dir / "broker"
+    broker_transport_options = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "control_folder": str(_settings.var_dir / "broker-control"),
+        # The filesystem transport polls; 50 ms keeps events flowing in tens of milliseconds.
+        "polling_interval": 0.05,
+    }
+    # Remote control and events are fan-out traffic that the file transport handles poorly,
+    # and nothing in the embedded mode needs them.
+    worker_enable_remote_control = False
+    worker_send_task_events = False
+else:
+    broker_transport_options = {
+        # Above the longest task, so Redis does not hand a running task to a second worker.
+        # Lost messages do not wait for this: the outbox redelivers after REDELIVERY_TIMEOUT_S.
+        "visibility_timeout": 3600,
+    }
+    worker_send_task_events = True
+    task_send_sent_event = True

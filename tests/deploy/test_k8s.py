@@ -1,0 +1,343 @@
+"""deploy/k8s: the example overlay renders, validates against the Kubernetes schemas offline, and
+runs, probes, scales and stops every part of the system as the product needs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from .project import API_PORT, QUEUES, REPO, problems_with_command, queues_consumed
+
+yaml = pytest.importorskip("yaml", reason="pip install pyyaml (test extras)")
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="pip install kubernetes-validate (test extras)"
+)
+
+OVERLAY = REPO / "deploy" / "k8s" / "overlays" / "example"
+# The oldest and the newest Kubernetes minor versions the manifests are checked against.
+KUBERNETES_VERSIONS = ("1.29", "1.33")
+# Custom resources: no schema in kubernetes-validate; their required fields are asserted below.
+CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication")}
+POD_OWNERS = {"Deployment", "Job"}
+
+
+@pytest.fixture(scope="module")
+def documents() -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: cannot render deploy/k8s/overlays/example")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(OVERLAY)], capture_output=True, text=True, timeout=60
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    return [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+
+
+def of_kind(documents: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}
+
+
+def pod_spec(resource: dict) -> dict:
+    return resource["spec"]["template"]["spec"]
+
+
+def containers(resource: dict) -> list[dict]:
+    spec = pod_spec(resource)
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def pod_labels(resource: dict) -> dict:
+    return resource["spec"]["template"]["metadata"]["labels"]
+
+
+def component(documents: list[dict], name: str) -> dict:
+    found = [
+        d
+        for d in of_kind(documents, "Deployment").values()
+        if pod_labels(d).get("app.kubernetes.io/component") == name
+    ]
+    assert len(found) == 1, f"expected one {name} Deployment, found {len(found)}"
+    return found[0]
+
+
+def args_of(resource: dict) -> list[str]:
+    return pod_spec(resource)["containers"][0]["args"]
+
+
+def worker_deployments(documents: list[dict]) -> dict[str, dict]:
+    """Worker Deployments by the queue they consume."""
+    workers = {}
+    for deployment in of_kind(documents, "Deployment").values():
+        if pod_labels(deployment).get("app.kubernetes.io/component") == "worker":
+            for queue in queues_consumed(args_of(deployment)):
+                assert queue not in workers, f"queue {queue} has two worker Deployments"
+                workers[queue] = deployment
+    return workers
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    match = selector.get("matchLabels", {})
+    return bool(match) and all(labels.get(k) == v for k, v in match.items())
+
+
+def test_given_the_example_overlay_when_rendered_then_builtin_kinds_are_valid_kubernetes(documents):
+    errors = []
+    for doc in documents:
+        if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:
+            continue
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                path = ".".join(str(p) for p in error.path)
+                errors.append(
+                    f"{doc['kind']}/{doc['metadata']['name']} on {version}: {path}: {error.message}"
+                )
+            except kubernetes_validate.SchemaNotFoundError as error:
+                errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {error.message}")
+
+    assert errors == []
+
+
+def test_given_the_example_overlay_then_it_sets_namespace_image_tag_and_replicas(documents):
+    namespaces = of_kind(documents, "Namespace")
+    assert list(namespaces) == ["onlinestudy-example"]
+    for doc in documents:
+        metadata = doc["metadata"]
+        if doc["kind"] != "Namespace":
+            assert metadata.get("namespace") == "onlinestudy-example", metadata["name"]
+    for owner in [*of_kind(documents, "Deployment").values(), *of_kind(documents, "Job").values()]:
+        for container in containers(owner):
+            name, _, tag = container["image"].rpartition(":")
+            assert name.endswith("/onlinestudy") and tag and tag != "latest", container["image"]
+    for deployment in of_kind(documents, "Deployment").values():
+        assert deployment["spec"].get("replicas", 0) >= 1, deployment["metadata"]["name"]
+
+
+def test_given_every_container_when_its_command_is_read_then_it_is_a_command_of_this_project(
+    documents,
+):
+    problems = []
+    for kind in POD_OWNERS:
+        for name, owner in of_kind(documents, kind).items():
+            for container in containers(owner):
+                # Only args: the image's entrypoint (tini) must stay to pass SIGTERM on.
+                assert "command" not in container, f"{name}: set args, keep the image entrypoint"
+                problems += [f"{name}: {p}" for p in problems_with_command(container["args"])]
+                for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                    if "exec" in container.get(probe, {}):
+                        problems += [
+                            f"{name} {probe}: {p}"
+                            for p in problems_with_command(container[probe]["exec"]["command"])
+                        ]
+
+    assert problems == []
+
+
+def test_given_the_api_then_it_is_ready_on_health_ready_and_live_on_health_live(documents):
+    (api,) = pod_spec(component(documents, "api"))["containers"]
+
+    assert api["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": API_PORT}
+    assert api["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": API_PORT}
+    assert {"containerPort": API_PORT, "name": "http"} in api["ports"]
+
+
+def test_given_the_api_and_flower_then_a_service_reaches_each(documents):
+    services = of_kind(documents, "Service")
+    for name, port in (("api", API_PORT), ("flower", 5555)):
+        deployment = component(documents, name)
+        matching = [
+            s
+            for s in services.values()
+            if selects({"matchLabels": s["spec"]["selector"]}, pod_labels(deployment))
+        ]
+        assert len(matching) == 1, name
+        assert [p["port"] for p in matching[0]["spec"]["ports"]] == [port]
+
+
+def test_given_the_queues_then_each_has_exactly_one_worker_deployment(documents):
+    workers = worker_deployments(documents)
+
+    assert sorted(workers) == sorted(QUEUES)
+    for queue, deployment in workers.items():
+        assert queues_consumed(args_of(deployment)) == [queue]
+
+
+def test_given_every_worker_then_its_probes_run_onlinestudy_health_worker_not_celery_inspect_ping(
+    documents,
+):
+    for queue, deployment in worker_deployments(documents).items():
+        (container,) = pod_spec(deployment)["containers"]
+        for probe in ("livenessProbe", "readinessProbe"):
+            command = container[probe]["exec"]["command"]
+            assert command == ["onlinestudy", "health", "worker"], (queue, probe)
+            assert "inspect" not in command and "ping" not in command
+
+
+def test_given_the_relay_then_its_probes_run_onlinestudy_health_relay(documents):
+    (container,) = pod_spec(component(documents, "relay"))["containers"]
+
+    assert container["args"] == ["onlinestudy", "relay"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["exec"]["command"] == ["onlinestudy", "health", "relay"]
+
+
+def test_given_every_container_then_it_has_cpu_and_memory_requests_and_limits(documents):
+    missing = []
+    for kind in POD_OWNERS:
+        for name, owner in of_kind(documents, kind).items():
+            for container in containers(owner):
+                resources = container.get("resources", {})
+                for bound in ("requests", "limits"):
+                    for resource in ("cpu", "memory"):
+                        if resource not in resources.get(bound, {}):
+                            missing.append(f"{name}/{container['name']}: {bound}.{resource}")
+
+    assert missing == []
+
+
+def test_given_the_workers_then_the_grace_period_covers_a_warm_shutdown(documents):
+    for queue, deployment in worker_deployments(documents).items():
+        assert pod_spec(deployment)["terminationGracePeriodSeconds"] >= 60, queue
+
+
+def test_given_a_release_then_a_job_migrates_the_database(documents):
+    jobs = [
+        j
+        for j in of_kind(documents, "Job").values()
+        if args_of(j) == ["onlinestudy", "db", "upgrade"]
+    ]
+
+    assert len(jobs) == 1
+    assert pod_spec(jobs[0])["restartPolicy"] in ("Never", "OnFailure")
+
+
+def test_given_the_api_then_an_hpa_scales_it_on_cpu(documents):
+    api = component(documents, "api")
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": api["metadata"]["name"]}
+    hpas = [
+        h
+        for h in of_kind(documents, "HorizontalPodAutoscaler").values()
+        if h["spec"]["scaleTargetRef"] == target
+    ]
+
+    assert len(hpas) == 1 and hpas[0]["apiVersion"] == "autoscaling/v2"
+    assert [
+        m["resource"]["name"] for m in hpas[0]["spec"]["metrics"] if m["type"] == "Resource"
+    ] == ["cpu"]
+    assert 1 <= hpas[0]["spec"]["minReplicas"] <= hpas[0]["spec"]["maxReplicas"]
+
+
+def test_given_the_api_and_every_worker_then_a_disruption_budget_covers_it(documents):
+    budgets = of_kind(documents, "PodDisruptionBudget").values()
+    covered = [component(documents, "api"), *worker_deployments(documents).values()]
+
+    for deployment in covered:
+        matching = [b for b in budgets if selects(b["spec"]["selector"], pod_labels(deployment))]
+        assert len(matching) == 1, deployment["metadata"]["name"]
+
+
+def test_given_every_worker_queue_then_a_keda_scaled_object_scales_it_on_the_redis_list(documents):
+    workers = worker_deployments(documents)
+    scaled = of_kind(documents, "ScaledObject")
+    authentications = of_kind(documents, "TriggerAuthentication")
+    secrets = of_kind(documents, "Secret")
+
+    targets = {}
+    for name, scaled_object in scaled.items():
+        assert scaled_object["apiVersion"] == "keda.sh/v1alpha1"
+        spec = scaled_object["spec"]
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "redis", name
+        queue = trigger["metadata"]["listName"]
+        assert queue in QUEUES, name
+        targets[queue] = spec["scaleTargetRef"]["name"]
+        deployment = workers[queue]
+        assert spec["scaleTargetRef"]["name"] == deployment["metadata"]["name"], name
+        assert (
+            1
+            <= spec["minReplicaCount"]
+            <= deployment["spec"]["replicas"]
+            <= spec["maxReplicaCount"]
+        ), name
+        # The broker's address comes from a TriggerAuthentication backed by a Secret.
+        assert "address" not in trigger["metadata"] and "host" not in trigger["metadata"], name
+        authentication = authentications[trigger["authenticationRef"]["name"]]
+        parameters = {}
+        for ref in authentication["spec"]["secretTargetRef"]:
+            secret = secrets[ref["name"]]
+            assert ref["key"] in secret.get("stringData", {}) | secret.get("data", {}), name
+            parameters[ref["parameter"]] = ref
+        assert "address" in parameters or "host" in parameters, name
+
+    assert sorted(targets) == sorted(QUEUES)
+
+
+def test_given_flower_then_only_operators_and_the_ingress_can_reach_it(documents):
+    flower = component(documents, "flower")
+    policies = [
+        p
+        for p in of_kind(documents, "NetworkPolicy").values()
+        if selects(p["spec"]["podSelector"], pod_labels(flower))
+    ]
+
+    assert len(policies) == 1
+    spec = policies[0]["spec"]
+    assert "Ingress" in spec["policyTypes"]
+    for rule in spec["ingress"]:
+        assert rule.get("from"), "a rule without `from` admits every pod"
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer
+            assert peer.get("podSelector", {}).get("matchLabels"), f"peer {peer} admits every pod"
+    labels = [
+        peer["podSelector"]["matchLabels"] for rule in spec["ingress"] for peer in rule["from"]
+    ]
+    assert {"onlinestudy.io/role": "operator"} in labels
+
+
+def test_given_flower_then_its_basic_auth_comes_from_a_secret(documents):
+    (container,) = pod_spec(component(documents, "flower"))["containers"]
+    env = {e["name"]: e for e in container.get("env", [])}
+
+    assert "--basic-auth=$(FLOWER_BASIC_AUTH)" in container["args"]
+    assert problems_with_command(container["args"]) == []
+    reference = env["FLOWER_BASIC_AUTH"]["valueFrom"]["secretKeyRef"]
+    assert reference["key"] in of_kind(documents, "Secret")[reference["name"]]["stringData"]
+
+
+def test_given_every_pod_then_its_configuration_exists_and_holds_every_setting(documents):
+    config_maps, secrets = of_kind(documents, "ConfigMap"), of_kind(documents, "Secret")
+    required = {
+        "DATABASE_URL",
+        "NOTIFICATION_DATABASE_URL",
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+        "SMS_PROVIDER",
+        "SMS_HTTP_URL",
+        "LEARNING_BACKLOG_LIMIT",
+        "SCORE_SYNC_TIMEOUT_S",
+        "REDELIVERY_TIMEOUT_S",
+        "LOG_LEVEL",
+        "JWT_SECRET",
+    }
+    for kind in POD_OWNERS:
+        for name, owner in of_kind(documents, kind).items():
+            for container in containers(owner):
+                settings = set()
+                for source in container.get("envFrom", []):
+                    if "configMapRef" in source:
+                        settings |= set(config_maps[source["configMapRef"]["name"]]["data"])
+                    if "secretRef" in source:
+                        settings |= set(secrets[source["secretRef"]["name"]]["stringData"])
+                assert required <= settings, f"{name}: missing {sorted(required - settings)}"
+
+
+def test_given_every_pod_then_it_runs_as_non_root_with_a_read_only_root(documents):
+    for kind in POD_OWNERS:
+        for name, owner in of_kind(documents, kind).items():
+            assert pod_spec(owner)["securityContext"]["runAsNonRoot"] is True, name
+            for container in containers(owner):
+                assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+                assert container["securityContext"]["readOnlyRootFilesystem"] is True, name

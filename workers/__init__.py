@@ -1,0 +1,1 @@
+"""Celery workers and the outbox relay."""

@@ -1,0 +1,27 @@
+"""One thin Celery task per policy of app.policies: events in, consume(), done."""
+
+from __future__ import annotations
+
+from celery import Task
+
+from app.bootstrap import container
+from app.policies import POLICIES, Policy
+from app.shared.consumer import consume
+from workers.celery_app import app
+
+
+def _register(policy: Policy) -> Task:
+    @app.task(
+        name=policy.consumer,
+        queue=policy.queue.value,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+    )
+    def handle(events: list[dict]) -> int:
+        return len(consume(container(), policy, events))
+
+    return handle
+
+
+TASKS = {policy.consumer: _register(policy) for policy in POLICIES}
