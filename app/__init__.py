@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Flask
-from flask_smorest import Api
 
 from app.config import Settings
 
@@ -17,7 +16,7 @@ def create_app(settings: Settings | None = None, container=None) -> Flask:
     from app.mypage.api import mypage_blp
     from app.notification.api import sms_blp
     from app.orders.api import courses_blp, orders_blp
-    from app.shared.api import register_error_handlers
+    from app.shared.api import OnlineStudyApi, register_error_handlers
 
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
@@ -35,7 +34,7 @@ def create_app(settings: Settings | None = None, container=None) -> Flask:
     )
     app.json.ensure_ascii = False  # Korean stays readable in responses
     app.extensions["onlinestudy"] = container or Container(settings)
-    api = Api(app)
+    api = OnlineStudyApi(app)
     for blueprint in (
         courses_blp,
         orders_blp,

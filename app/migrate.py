@@ -9,13 +9,25 @@ from alembic.config import Config
 
 from app.config import Settings
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 BINDS = ("main", "notification")
+
+
+def migrations_dir() -> Path:
+    """Beside the source tree (a checkout), else in the working directory (an installed image)."""
+    for candidate in (
+        Path(__file__).resolve().parent.parent / "migrations",
+        Path.cwd() / "migrations",
+    ):
+        if (candidate / "main" / "env.py").exists():
+            return candidate
+    raise FileNotFoundError(
+        "no migrations/ folder beside the app package or in the working directory"
+    )
 
 
 def alembic_config(settings: Settings, bind: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR / bind))
+    config.set_main_option("script_location", str(migrations_dir() / bind))
     url = settings.database_url if bind == "main" else settings.notification_database_url
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["bind"] = bind

@@ -45,6 +45,8 @@ def apply(row: MyPageRow, event: Event) -> None:
         row.ordered_at = datetime.fromisoformat(p["ordered_at"])
         row.begin_date = date.fromisoformat(p["begin_date"])
         row.end_date = date.fromisoformat(p["end_date"])
+    elif event.event_type == E.LEARNING_STARTED:
+        row.manager_name = p.get("manager_name")  # a fact of the start, not a state
     for part, values in _CHANGES.get(event.event_type, []):
         seq_field = f"{part}_seq"
         if event.sequence <= (getattr(row, seq_field) or 0):
@@ -52,9 +54,7 @@ def apply(row: MyPageRow, event: Event) -> None:
         setattr(row, seq_field, event.sequence)
         for name, value in values.items():
             setattr(row, name, value)
-        if event.event_type == E.LEARNING_STARTED:
-            row.manager_name = p.get("manager_name")
-        elif event.event_type == E.EVALUATION_RECORDED:
+        if event.event_type == E.EVALUATION_RECORDED:
             row.latest_score = p.get("score")
         elif event.event_type == E.FINAL_EVALUATION_REGISTERED and part == "evaluation":
             row.final_score = p.get("score")

@@ -5,13 +5,31 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from flask import Flask, jsonify
+from flask_smorest import Api
 from marshmallow import ValidationError, fields
-from werkzeug.exceptions import HTTPException
 
 from app.shared.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
 from app.shared.phone import normalize_mobile
 
 _STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422, Unavailable: 503}
+
+_MESSAGES = {
+    400: "The request could not be read (malformed JSON?); see errors.",
+    404: "No such resource.",
+    405: "This method is not allowed here.",
+    413: "The request body is too large.",
+    422: "The request is not valid; see errors.",
+    500: "Internal error.",
+}
+
+
+class OnlineStudyApi(Api):
+    """flask-smorest's Api, whose error body always carries a message (SPEC 8)."""
+
+    def handle_http_exception(self, error):
+        payload, code, headers = super().handle_http_exception(error)
+        payload.setdefault("message", _MESSAGES.get(code, error.name))
+        return payload, code, headers
 
 
 def error_body(status: int, message: str, errors: dict | None = None) -> dict:
@@ -22,7 +40,9 @@ def error_body(status: int, message: str, errors: dict | None = None) -> dict:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Domain errors become 4xx/503 in flask-smorest's error body, in one place for all views."""
+    """Domain errors become 4xx/503 in flask-smorest's error body, in one place for all views.
+
+    Everything else (validation, unknown routes, bad JSON) is flask-smorest's own handler."""
 
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError):
@@ -31,20 +51,6 @@ def register_error_handlers(app: Flask) -> None:
         response.status_code = status
         if isinstance(exc, Unavailable):
             response.headers["Retry-After"] = str(exc.retry_after_s)
-        return response
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
-        # Errors raised outside flask-smorest (unknown route, wrong method, bad JSON) get the
-        # same body as those it raises.
-        data = getattr(exc, "data", None) or {}
-        body = error_body(exc.code or 500, data.get("message") or exc.description or "")
-        if data.get("messages"):
-            body["errors"] = data["messages"]
-        response = jsonify(body)
-        response.status_code = exc.code or 500
-        for name, value in (getattr(exc, "data", None) or {}).get("headers", {}).items():
-            response.headers[name] = value
         return response
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -99,6 +99,14 @@ class Database:
     def session(self, bind: str = "main") -> Session:
         self.engine(bind)
         return self._factories[bind]()
+
+    def use_connection(self, bind: str, connection: Connection) -> None:
+        """For tests: sessions join `connection`'s transaction through savepoints, so that all
+        a test wrote is rolled back at its end."""
+        self._engines[bind] = connection.engine
+        self._factories[bind] = sessionmaker(
+            bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        )
 
     def dispose(self) -> None:
         """Drop pooled connections, e.g. in a forked worker child (they belong to the parent)."""

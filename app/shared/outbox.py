@@ -231,14 +231,13 @@ def record_failure(
 
 
 def dead_deliveries(session: Session) -> list[tuple[Delivery, OutboxEvent]]:
-    return list(
-        session.execute(
-            select(Delivery, OutboxEvent)
-            .join(OutboxEvent, OutboxEvent.event_id == Delivery.event_id)
-            .where(Delivery.status == DeliveryStatus.DEAD)
-            .order_by(Delivery.id)
-        ).tuples()
+    rows = session.execute(
+        select(Delivery, OutboxEvent)
+        .join(OutboxEvent, OutboxEvent.event_id == Delivery.event_id)
+        .where(Delivery.status == DeliveryStatus.DEAD)
+        .order_by(Delivery.id)
     )
+    return [(delivery, event) for delivery, event in rows]
 
 
 def replay_dead(session: Session, event_id: str | None = None, consumer: str | None = None) -> int:

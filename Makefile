@@ -1,0 +1,49 @@
+# The README's two commands: `make run` (embedded, no servers) and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test test-unit test-integration test-e2e lint format smoke clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+## Run the whole system on SQLite with a server-less broker: API on :8088, relay, workers.
+run: $(INSTALLED)
+	$(BIN)/onlinestudy run
+
+## Every test: unit (fakes), integration (PostgreSQL), end to end (Redis + real workers).
+test: $(INSTALLED)
+	scripts/ensure-services.sh
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+test-unit: $(INSTALLED)
+	$(BIN)/pytest -q tests/unit
+
+test-integration: $(INSTALLED)
+	scripts/ensure-services.sh
+	$(BIN)/pytest -q tests/integration
+
+test-e2e: $(INSTALLED)
+	scripts/ensure-services.sh
+	$(BIN)/pytest -q tests/e2e
+
+## Start the embedded default, order a course through the API, see My page, stop it.
+smoke: $(INSTALLED)
+	scripts/smoke-embedded.sh
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(INSTALLED)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,57 @@
+"""Helpers shared by the test suites: random ids, polling with a deadline, sample data."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Callable
+from datetime import date
+from typing import TypeVar
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+T = TypeVar("T")
+
+
+def random_phone() -> str:
+    return f"010-{random.randint(2000, 9999)}-{random.randint(1000, 9999)}"
+
+
+def random_course_no() -> str:
+    return "C" + secrets.token_hex(4).upper()
+
+
+def eventually(check: Callable[[], T], timeout_s: float = 15.0, interval_s: float = 0.1) -> T:
+    """Call `check` until it stops raising AssertionError, or fail with its last error."""
+    for attempt in Retrying(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(interval_s),
+        retry=retry_if_exception_type(AssertionError),
+        reraise=True,
+    ):
+        with attempt:
+            return check()
+    raise AssertionError("unreachable")
+
+
+def course_body(**overrides) -> dict:
+    body = {
+        "course_no": random_course_no(),
+        "title": "파이썬 입문",
+        "description": "Python basics for beginners",
+        "category": "programming",
+        "price": 30000,
+    }
+    body.update(overrides)
+    return body
+
+
+def order_body(course: str, **overrides) -> dict:
+    body = {
+        "course_no": course,
+        "phone": random_phone(),
+        "begin_date": date(2026, 12, 1).isoformat(),
+        "end_date": date(2027, 2, 28).isoformat(),
+    }
+    body.update(overrides)
+    return body

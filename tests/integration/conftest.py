@@ -1,0 +1,81 @@
+"""Integration tests: the real PostgreSQL, one rolled-back transaction per test."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import create_engine
+
+from app import create_app
+from app.bootstrap import Container
+from app.config import Settings
+from app.migrate import upgrade
+from tests.conftest import REDIS_URL, fresh_database
+from tests.unit.fakes import FakeSender
+
+
+@pytest.fixture(scope="session")
+def it_settings(tmp_path_factory) -> Settings:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": fresh_database("onlinestudy_it"),
+            "NOTIFICATION_DATABASE_URL": fresh_database("onlinestudy_it_notification"),
+            "CELERY_BROKER_URL": REDIS_URL,
+            "CELERY_RESULT_BACKEND": REDIS_URL,
+            "ONLINESTUDY_VAR_DIR": str(tmp_path_factory.mktemp("var")),
+            "MAX_ATTEMPTS": "3",
+        }
+    )
+    upgrade(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def engines(it_settings):
+    made = {
+        "main": create_engine(it_settings.database_url),
+        "notification": create_engine(it_settings.notification_database_url),
+    }
+    yield made
+    for engine in made.values():
+        engine.dispose()
+
+
+@pytest.fixture
+def container(it_settings, engines):
+    """A container whose sessions all join one transaction per database, rolled back after."""
+    c = Container(it_settings, sms_sender=FakeSender())
+    connections = {}
+    for bind, engine in engines.items():
+        connection = engine.connect()
+        connections[bind] = (connection, connection.begin())
+        c.db.use_connection(bind, connection)
+    yield c
+    for connection, transaction in connections.values():
+        transaction.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def client(it_settings, container):
+    return create_app(it_settings, container=container).test_client()
+
+
+class FakeCelery:
+    """Records what the relay publishes instead of talking to a broker."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, str, list[dict]]] = []
+
+    @contextmanager
+    def producer_or_acquire(self):
+        yield None
+
+    def send_task(self, name, kwargs, queue, producer=None):
+        self.sent.append((name, queue, kwargs["events"]))
+
+
+@pytest.fixture
+def fake_celery():
+    return FakeCelery()

@@ -1,0 +1,92 @@
+"""SPEC 5.1: a state change and its events commit together, or not at all."""
+
+from datetime import date
+
+import pytest
+from sqlalchemy import select
+
+from app.learning.handlers import RegisterManager, register_manager
+from app.orders import handlers
+from app.orders.model import Order
+from app.policies import BY_CONSUMER
+from app.shared.consumer import consume
+from app.shared.events import EventType
+from app.shared.outbox import Delivery, OutboxEvent
+from tests.helpers import random_course_no, random_phone
+
+
+def a_course(container) -> str:
+    course_no = random_course_no()
+    handlers.create_course(
+        container.orders_uow(),
+        handlers.CreateCourse(course_no=course_no, title="파이썬 입문", price=1000),
+    )
+    return course_no
+
+
+def events_of(container, order_no):
+    with container.main_session() as session:
+        return (
+            session.execute(select(OutboxEvent).where(OutboxEvent.order_no == order_no))
+            .scalars()
+            .all()
+        )
+
+
+def test_given_an_order_when_it_commits_then_exactly_one_event_with_a_delivery_per_consumer(
+    container,
+):
+    order, _ = handlers.place_order(
+        container.orders_uow(),
+        handlers.PlaceOrder(
+            a_course(container), random_phone(), date(2026, 12, 1), date(2026, 12, 31)
+        ),
+    )
+    [event] = events_of(container, order.order_no)
+    assert event.event_type == EventType.COURSE_ORDERED and event.sequence == 1
+    with container.main_session() as session:
+        consumers = (
+            session.execute(select(Delivery.consumer).where(Delivery.event_id == event.event_id))
+            .scalars()
+            .all()
+        )
+    assert sorted(consumers) == [
+        "learning.open_learning",
+        "mypage.project",
+        "notification.send_sms",
+    ]
+
+
+def test_given_an_order_when_its_transaction_rolls_back_then_no_event_remains(container):
+    course_no = a_course(container)
+    uow = container.orders_uow()
+    with pytest.raises(RuntimeError), uow:
+        course = uow.courses.get(course_no)
+        order = Order.place(course, random_phone(), date(2026, 12, 1), date(2026, 12, 31))
+        uow.orders.add(order)
+        uow.session.flush()
+        raise RuntimeError("the request failed before commit")
+    assert events_of(container, order.order_no) == []
+    with container.main_session() as session:
+        assert (
+            session.execute(
+                select(Delivery)
+                .join(OutboxEvent, OutboxEvent.event_id == Delivery.event_id)
+                .where(OutboxEvent.order_no == order.order_no)
+            ).first()
+            is None
+        )
+
+
+def test_the_events_of_one_order_get_increasing_sequences_across_contexts(container):
+    register_manager(container.learning_uow(), RegisterManager("김매니저", "010-9999-0000"))
+    order, _ = handlers.place_order(
+        container.orders_uow(),
+        handlers.PlaceOrder(
+            a_course(container), random_phone(), date(2026, 12, 1), date(2026, 12, 31)
+        ),
+    )
+    [ordered] = events_of(container, order.order_no)
+    consume(container, BY_CONSUMER["learning.open_learning"], [ordered.to_event().envelope()])
+    sequences = [(e.event_type, e.sequence) for e in events_of(container, order.order_no)]
+    assert sorted(sequences, key=lambda x: x[1]) == [("CourseOrdered", 1), ("LearningStarted", 2)]

@@ -1,0 +1,151 @@
+"""In-memory stand-ins for repositories, units of work and the SMS sender."""
+
+from __future__ import annotations
+
+import itertools
+
+from app.learning.model import LearningStatus
+from app.notification.senders import Outgoing
+from app.orders.model import OrderStatus
+from app.shared.events import Aggregate, Event
+
+_ids = itertools.count(1)
+
+
+class FakeUnitOfWork:
+    """Commits by taking the events of what was added, like the real one does."""
+
+    def __init__(self):
+        self.committed = 0
+        self.events: list[Event] = []
+        self._seen: list[object] = []
+        self.session = self  # handlers call uow.session.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return None
+
+    def flush(self):
+        for obj in self._seen:
+            if getattr(obj, "id", None) is None:
+                obj.id = next(_ids)
+
+    def track(self, obj) -> None:
+        self._seen.append(obj)
+
+    def raise_event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def commit(self):
+        self.flush()
+        for obj in self._seen:
+            if isinstance(obj, Aggregate):
+                self.events.extend(obj.take_events())
+        self.committed += 1
+        return self.events
+
+    def rollback(self):
+        pass
+
+
+class FakeCourses:
+    def __init__(self, uow):
+        self.uow, self.items = uow, {}
+
+    def add(self, course):
+        self.uow.track(course)
+        self.items[course.course_no] = course
+
+    def get(self, course_no):
+        return self.items.get(course_no)
+
+
+class FakeOrders:
+    def __init__(self, uow):
+        self.uow, self.items = uow, []
+
+    def add(self, order):
+        self.uow.track(order)
+        self.items.append(order)
+
+    def get(self, order_no, for_update=False):
+        return next((o for o in self.items if o.order_no == order_no), None)
+
+    def by_idempotency_key(self, key):
+        return next((o for o in self.items if o.idempotency_key == key), None)
+
+    def live_order(self, phone, course_no):
+        return next(
+            (
+                o
+                for o in self.items
+                if o.phone == phone and o.course_no == course_no and o.status == OrderStatus.ORDERED
+            ),
+            None,
+        )
+
+
+class FakeOrdersUnitOfWork(FakeUnitOfWork):
+    def __init__(self):
+        super().__init__()
+        self.courses = FakeCourses(self)
+        self.orders = FakeOrders(self)
+
+
+class FakeManagers:
+    def __init__(self, uow):
+        self.uow, self.items = uow, []
+
+    def add(self, manager):
+        self.uow.track(manager)
+        self.items.append(manager)
+
+    def least_loaded(self):
+        load = {m.id: 0 for m in self.items if m.active}
+        for learning in self.uow.learnings.items:
+            if learning.status == LearningStatus.STARTED and learning.manager_id in load:
+                load[learning.manager_id] += 1
+        if not load:
+            return None
+        best = min(load, key=lambda manager_id: (load[manager_id], manager_id))
+        return next(m for m in self.items if m.id == best)
+
+
+class FakeLearnings:
+    def __init__(self, uow):
+        self.uow, self.items = uow, []
+
+    def add(self, learning):
+        self.uow.track(learning)
+        self.items.append(learning)
+
+    def for_order(self, order_no):
+        return next((x for x in self.items if x.order_no == order_no), None)
+
+
+class FakeLearningUnitOfWork(FakeUnitOfWork):
+    def __init__(self):
+        super().__init__()
+        self.managers = FakeManagers(self)
+        self.learnings = FakeLearnings(self)
+
+
+class FakeSender:
+    """Answers from a script of outcomes (an exception to raise, or None to succeed)."""
+
+    name = "fake"
+
+    def __init__(self, outcomes=()):
+        self.outcomes = list(outcomes)
+        self.sent: list[Outgoing] = []
+        self.calls = 0
+
+    def send(self, sms: Outgoing) -> str:
+        self.calls += 1
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if outcome is not None:
+            raise outcome
+        self.sent.append(sms)
+        return f"provider-{len(self.sent)}"

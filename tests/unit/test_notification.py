@@ -1,0 +1,99 @@
+"""SMS texts and sending: retries, failures, one message per event and phone (fakes)."""
+
+from app.notification.handlers import record_sms, send_pending_sms
+from app.notification.model import SmsStatus
+from app.notification.senders import PermanentSendError, TransientSendError
+from app.notification.templates import render
+from app.shared.events import Event, EventType
+from tests.unit.fakes import FakeSender, FakeUnitOfWork
+
+
+class FakeMessages:
+    def __init__(self, uow):
+        self.uow, self.items = uow, []
+
+    def add(self, message):
+        self.uow.track(message)
+        self.items.append(message)
+
+    def for_event(self, event_id, phone):
+        return next((m for m in self.items if m.event_id == event_id and m.phone == phone), None)
+
+    def pending_for_event(self, event_id):
+        return [m for m in self.items if m.event_id == event_id and m.status == SmsStatus.PENDING]
+
+
+class FakeNotificationUnitOfWork(FakeUnitOfWork):
+    def __init__(self):
+        super().__init__()
+        self.messages = FakeMessages(self)
+
+
+def learning_started() -> Event:
+    return Event(
+        EventType.LEARNING_STARTED,
+        "O1",
+        {"order_no": "O1", "phone": "010-1234-5678", "manager_name": "김매니저"},
+    )
+
+
+def test_every_milestone_has_a_korean_text_with_its_details():
+    def text(event_type, **payload):
+        return render(Event(event_type, "O1", {"phone": "010-1234-5678", **payload}))
+
+    assert "강좌 주문" in text(EventType.COURSE_ORDERED, course_title="파이썬 입문")
+    assert "파이썬 입문" in text(EventType.COURSE_ORDERED, course_title="파이썬 입문")
+    assert "강좌 주문 취소" in text(EventType.COURSE_ORDER_CANCELLED)
+    assert "학습관리 시작" in text(EventType.LEARNING_STARTED, manager_name="김매니저")
+    assert "김매니저" in text(EventType.LEARNING_STARTED, manager_name="김매니저")
+    assert "학습관리 취소" in text(EventType.LEARNING_CANCELLED)
+    assert "수료" in text(EventType.FINAL_EVALUATION_REGISTERED, score=93)
+    assert "93" in text(EventType.FINAL_EVALUATION_REGISTERED, score=93)
+    assert text(EventType.EVALUATION_RECORDED, score=50) is None
+
+
+def test_given_the_same_event_twice_then_one_message_is_stored_and_sent_once():
+    uow, sender = FakeNotificationUnitOfWork(), FakeSender()
+    event = learning_started()
+    for _ in range(2):
+        record_sms(uow, event, sender.name)
+        uow.commit()  # as the consumer runner does, before the send
+        send_pending_sms(uow, event, sender, max_attempts=5)
+    [message] = uow.messages.items
+    assert message.status == SmsStatus.SENT and message.provider_message_id == "provider-1"
+    assert len(sender.sent) == 1
+    assert sender.sent[0].idempotency_key == message.idempotency_key
+
+
+def test_given_a_gateway_hiccup_when_sending_then_it_is_retried_and_sent():
+    uow, sender = FakeNotificationUnitOfWork(), FakeSender([TransientSendError("503")])
+    event = learning_started()
+    record_sms(uow, event, sender.name)
+    send_pending_sms(uow, event, sender, max_attempts=5)
+    assert uow.messages.items[0].status == SmsStatus.SENT
+    assert sender.calls == 2
+
+
+def test_given_a_permanent_refusal_then_the_message_fails_at_once():
+    uow, sender = FakeNotificationUnitOfWork(), FakeSender([PermanentSendError("400")])
+    event = learning_started()
+    record_sms(uow, event, sender.name)
+    send_pending_sms(uow, event, sender, max_attempts=5)
+    assert uow.messages.items[0].status == SmsStatus.FAILED
+    assert sender.calls == 1
+
+
+def test_given_a_gateway_down_for_good_then_the_message_fails_after_the_last_round():
+    uow = FakeNotificationUnitOfWork()
+    sender = FakeSender([TransientSendError("timeout")] * 100)
+    event = learning_started()
+    record_sms(uow, event, sender.name)
+    raised = 0
+    for _ in range(3):
+        try:
+            send_pending_sms(uow, event, sender, max_attempts=3, quick_retries=2)
+        except TransientSendError:
+            raised += 1
+    message = uow.messages.items[0]
+    assert raised == 2  # the first two rounds ask for a redelivery, the last one gives up
+    assert message.status == SmsStatus.FAILED and message.attempts == 3
