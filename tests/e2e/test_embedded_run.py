@@ -1,0 +1,75 @@
+"""`onlinestudy run`: no server needed, the slice works, and Ctrl-C stops every process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import requests
+
+from tests.e2e.conftest import free_port
+from tests.helpers import course_body, eventually, order_body, random_phone
+
+SERVER_SETTINGS = (
+    "DATABASE_URL",
+    "NOTIFICATION_DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "ONLINESTUDY_VAR_DIR",
+)
+
+
+def test_the_embedded_default_runs_the_slice_and_stops_on_ctrl_c(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_SETTINGS}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "run", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=open(tmp_path / "run.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+
+        def up():
+            try:
+                assert requests.get(f"{base}/health/ready", timeout=2).ok
+            except requests.ConnectionError as exc:
+                raise AssertionError("not up") from exc
+
+        eventually(up, timeout_s=60)
+        requests.post(
+            f"{base}/managers", json={"name": "임매니저", "phone": random_phone()}, timeout=10
+        ).raise_for_status()
+        course = requests.post(f"{base}/courses", json=course_body(), timeout=10).json()
+        phone = random_phone()
+        order = requests.post(
+            f"{base}/orders", json=order_body(course["course_no"], phone=phone), timeout=10
+        )
+        assert order.status_code == 201
+
+        def on_my_page():
+            rows = requests.get(f"{base}/mypage/{phone}", timeout=10).json()
+            assert len(rows) == 1
+            row = rows[0]
+            assert row["learning_status"] == "STARTED" and row["manager_name"] == "임매니저"
+
+        eventually(on_my_page, timeout_s=30)
+        assert (tmp_path / "var" / "onlinestudy.sqlite").exists()
+        assert (tmp_path / "var" / "notification.sqlite").exists()
+    finally:
+        os.killpg(run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert run.wait(timeout=60) == 0, (tmp_path / "run.log").read_text()[-3000:]
+
+    def all_gone():
+        try:
+            os.killpg(run.pid, 0)
+        except ProcessLookupError:
+            return
+        raise AssertionError("a child of `onlinestudy run` is still running")
+
+    eventually(all_gone, timeout_s=20)
