@@ -10,6 +10,7 @@ from app.config import Settings
 def create_app(settings: Settings | None = None, container=None) -> Flask:
     from app import models  # noqa: F401  (all tables on the metadata)
     from app.bootstrap import Container
+    from app.evaluation.api import evaluations_blp
     from app.health import health_blp
     from app.learning.api import learnings_blp, managers_blp
     from app.logging import configure_logging
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, container=None) -> Flask:
         orders_blp,
         managers_blp,
         learnings_blp,
+        evaluations_blp,
         sms_blp,
         mypage_blp,
         health_blp,

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import threading
+import time
+from functools import cached_property
 
 from flask import current_app, has_app_context
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.evaluation.handlers import EvaluationUnitOfWork, ScoreChain
 from app.learning.handlers import LearningUnitOfWork
 from app.notification.handlers import NotificationUnitOfWork
 from app.notification.senders import SmsSender, make_sender
 from app.orders.handlers import OrdersUnitOfWork
-from app.policies import subscribers
+from app.policies import POLICIES, subscribers
 from app.shared.db import Database
-from app.shared.outbox import OutboxWriter
+from app.shared.outbox import OutboxWriter, pending_deliveries
+from app.shared.queues import Queue
 from app.shared.uow import UnitOfWork
 
 
@@ -38,6 +42,32 @@ class Container:
 
     def learning_uow(self) -> LearningUnitOfWork:
         return LearningUnitOfWork(self.main_session, self.outbox)
+
+    def evaluation_uow(self) -> EvaluationUnitOfWork:
+        return EvaluationUnitOfWork(self.main_session, self.outbox)
+
+    @cached_property
+    def score_chain(self) -> ScoreChain:
+        from app.evaluation.score_chain import CeleryScoreChain, make_breaker
+        from workers.celery_app import app as celery
+
+        return CeleryScoreChain(celery, self.settings, make_breaker(self.settings))
+
+    _backlog_checked_at = 0.0
+    _backlog = 0
+    BACKLOG_CACHE_S = 0.5
+
+    def learning_backlog(self) -> int:
+        """Events accepted for the learning context and not yet recorded by it (SPEC 7).
+        Counted on the outbox, so the answer is the same on every broker; cached briefly
+        because every order asks."""
+        now = time.monotonic()
+        if now - self._backlog_checked_at > self.BACKLOG_CACHE_S:
+            consumers = [p.consumer for p in POLICIES if p.queue == Queue.LEARNING]
+            with self.main_session() as session:
+                self._backlog = pending_deliveries(session, consumers)
+            self._backlog_checked_at = now
+        return self._backlog
 
     def notification_uow(self) -> NotificationUnitOfWork:
         # Notification raises no events, so its database has no outbox.

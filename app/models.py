@@ -1,5 +1,6 @@
 """Imports every mapped module, so that the metadata (and Alembic) sees all tables."""
 
+from app.evaluation import model as evaluation_model  # noqa: F401
 from app.learning import model as learning_model  # noqa: F401
 from app.mypage import model as mypage_model  # noqa: F401
 from app.notification import model as notification_model  # noqa: F401

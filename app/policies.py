@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
+from app.evaluation import handlers as evaluation
 from app.learning import handlers as learning
 from app.mypage import projection as mypage
 from app.notification import handlers as notification
@@ -36,15 +37,61 @@ class Policy:
     after_commit: Callable[[Container, Event], None] | None = None
 
 
+def _in(uow_name: str, handler) -> dict:
+    """A policy whose handler needs only its unit of work and the event."""
+    return {
+        "bind": "main",
+        "unit_of_work": uow_name,
+        "handle": lambda c, uow, event: handler(uow, event),
+    }
+
+
 POLICIES: tuple[Policy, ...] = (
+    # learning
     Policy(
         "learning.open_learning",
         Queue.LEARNING,
         (E.COURSE_ORDERED,),
-        "main",
-        "learning_uow",
-        lambda c, uow, event: learning.open_learning(uow, event),
+        **_in("learning_uow", learning.open_learning),
     ),
+    Policy(
+        "learning.cancel_learning",
+        Queue.LEARNING,
+        (E.COURSE_ORDER_CANCELLED,),
+        **_in("learning_uow", learning.cancel_learning),
+    ),
+    Policy(
+        "learning.complete_learning",
+        Queue.LEARNING,
+        (E.FINAL_EVALUATION_REGISTERED,),
+        **_in("learning_uow", learning.complete_learning),
+    ),
+    Policy(
+        "learning.start_waiting_learnings",
+        Queue.LEARNING,
+        (E.MANAGER_REGISTERED,),
+        **_in("learning_uow", learning.start_waiting_learnings),
+    ),
+    # evaluation
+    Policy(
+        "evaluation.open_evaluation",
+        Queue.EVALUATION,
+        (E.LEARNING_STARTED,),
+        **_in("evaluation_uow", evaluation.open_evaluation),
+    ),
+    Policy(
+        "evaluation.cancel_evaluation",
+        Queue.EVALUATION,
+        (E.LEARNING_CANCELLED,),
+        **_in("evaluation_uow", evaluation.cancel_evaluation),
+    ),
+    Policy(
+        "evaluation.finalize_on_order_completed",
+        Queue.EVALUATION,
+        (E.ORDER_COMPLETED,),
+        **_in("evaluation_uow", evaluation.finalize_on_order_completed),
+    ),
+    # notification: the row in the transaction, the send after the commit
     Policy(
         "notification.send_sms",
         Queue.NOTIFICATION,
@@ -55,13 +102,14 @@ POLICIES: tuple[Policy, ...] = (
             E.LEARNING_CANCELLED,
             E.FINAL_EVALUATION_REGISTERED,
         ),
-        "notification",
-        "notification_uow",
-        lambda c, uow, event: notification.record_sms(uow, event, c.sms_sender.name),
+        bind="notification",
+        unit_of_work="notification_uow",
+        handle=lambda c, uow, event: notification.record_sms(uow, event, c.sms_sender.name),
         after_commit=lambda c, event: notification.send_pending_sms(
             c.notification_uow(), event, c.sms_sender, c.settings.max_attempts
         ),
     ),
+    # mypage
     Policy(
         "mypage.project",
         Queue.MYPAGE,
@@ -74,9 +122,7 @@ POLICIES: tuple[Policy, ...] = (
             E.ORDER_COMPLETED,
             E.FINAL_EVALUATION_REGISTERED,
         ),
-        "main",
-        "main_uow",
-        lambda c, uow, event: mypage.project(uow, event),
+        **_in("main_uow", mypage.project),
     ),
 )
 

@@ -11,7 +11,7 @@ from app.bootstrap import container
 
 
 def create_celery() -> Celery:
-    celery = Celery("onlinestudy", include=["workers.consumers"])
+    celery = Celery("onlinestudy", include=["workers.consumers", "workers.score_chain"])
     celery.config_from_object("celeryconfig")
     options = celery.conf.broker_transport_options or {}
     for key in ("data_folder_in", "data_folder_out", "control_folder"):

@@ -92,3 +92,18 @@ class LearningById(MethodView):
     @learnings_blp.response(200, LearningSchema)
     def get(self, learning_id):
         return handlers.get_learning(container().learning_uow(), learning_id)
+
+
+class StartSchema(Schema):
+    manager_id = fields.Int(required=True, strict=True)
+
+
+@learnings_blp.route("/<int:learning_id>/start")
+class LearningStart(MethodView):
+    @learnings_blp.arguments(StartSchema)
+    @learnings_blp.response(200, LearningSchema)
+    def post(self, body, learning_id):
+        """Start a WAITING learning with the given manager (409 unless WAITING)."""
+        return handlers.start_learning(
+            container().learning_uow(), handlers.StartLearning(learning_id, body["manager_id"])
+        )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from app.learning.model import Learning, Manager
 from app.learning.repository import LearningRepository, ManagerRepository
-from app.shared.errors import NotFound
+from app.shared.errors import Conflict, NotFound
 from app.shared.events import Event, EventType
 from app.shared.uow import UnitOfWork
 
@@ -42,6 +42,28 @@ def register_manager(uow: LearningUnitOfWork, cmd: RegisterManager) -> Manager:
         return manager
 
 
+@dataclass(frozen=True)
+class StartLearning:
+    learning_id: int
+    manager_id: int
+
+
+def start_learning(uow: LearningUnitOfWork, cmd: StartLearning) -> Learning:
+    """A manager is assigned by hand to a WAITING learning."""
+    with uow:
+        learning = uow.learnings.get(cmd.learning_id, for_update=True)
+        if learning is None:
+            raise NotFound(f"learning {cmd.learning_id} not found")
+        manager = uow.managers.get(cmd.manager_id)
+        if manager is None:
+            raise NotFound(f"manager {cmd.manager_id} not found")
+        if not manager.active:
+            raise Conflict(f"manager {cmd.manager_id} is not active")
+        learning.start(manager)
+        uow.commit()
+        return learning
+
+
 def get_learning(uow: LearningUnitOfWork, learning_id: int) -> Learning:
     with uow:
         learning = uow.learnings.get(learning_id)
@@ -64,3 +86,38 @@ def open_learning(uow: LearningUnitOfWork, event: Event) -> None:
     manager = uow.managers.least_loaded()
     if manager is not None:
         learning.start(manager)
+
+
+# How many WAITING learnings one ManagerRegistered starts; the rest wait for the next manager.
+START_ON_REGISTRATION_LIMIT = 100
+
+
+def start_waiting_learnings(uow: LearningUnitOfWork, event: Event) -> None:
+    """On ManagerRegistered: start the oldest WAITING learnings, each with the least-loaded
+    manager (the new one first, as it has none)."""
+    for learning in uow.learnings.oldest_waiting(START_ON_REGISTRATION_LIMIT):
+        manager = uow.managers.least_loaded()
+        if manager is None:
+            return
+        learning.start(manager)
+        uow.session.flush()  # the next least_loaded() counts this start
+
+
+def cancel_learning(uow: LearningUnitOfWork, event: Event) -> None:
+    """On CourseOrderCancelled: cancel the learning, or leave a tombstone if it never opened,
+    so that a late CourseOrdered opens nothing."""
+    learning = uow.learnings.for_order(event.order_no)
+    if learning is None:
+        learning = Learning.cancelled_before_opening(event.order_no, event.payload.get("phone"))
+        uow.learnings.add(learning)
+        uow.session.flush()
+        learning.announce_cancelled()
+        return
+    learning.cancel()
+
+
+def complete_learning(uow: LearningUnitOfWork, event: Event) -> None:
+    """On FinalEvaluationRegistered: the learning is over."""
+    learning = uow.learnings.for_order(event.order_no)
+    if learning is not None:
+        learning.complete()

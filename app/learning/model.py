@@ -56,6 +56,18 @@ class Learning(MainBase, Aggregate):
             opened_at=utcnow(),
         )
 
+    @classmethod
+    def cancelled_before_opening(cls, order_no: str, phone: str | None) -> Learning:
+        """A tombstone: the order was cancelled before its CourseOrdered got here."""
+        now = utcnow()
+        return cls(
+            order_no=order_no,
+            phone=phone,
+            status=LearningStatus.CANCELLED,
+            opened_at=now,
+            cancelled_at=now,
+        )
+
     def start(self, manager: Manager) -> None:
         if self.status != LearningStatus.WAITING:
             raise Conflict(f"learning {self.id} is {self.status}, not WAITING")
@@ -63,7 +75,7 @@ class Learning(MainBase, Aggregate):
         self.manager_id = manager.id
         self.manager_name = manager.name
         self.started_at = utcnow()
-        self.record(
+        self.raise_event(
             Event(
                 EventType.LEARNING_STARTED,
                 self.order_no,
@@ -79,3 +91,34 @@ class Learning(MainBase, Aggregate):
                 },
             )
         )
+
+    def cancel(self) -> bool:
+        """Cancel unless already over; True if it changed. Raises LearningCancelled."""
+        if self.status in (LearningStatus.CANCELLED, LearningStatus.COMPLETED):
+            return False
+        self.status = LearningStatus.CANCELLED
+        self.cancelled_at = utcnow()
+        self.announce_cancelled()
+        return True
+
+    def announce_cancelled(self) -> None:
+        self.raise_event(
+            Event(
+                EventType.LEARNING_CANCELLED,
+                self.order_no,
+                {
+                    "learning_id": self.id,
+                    "order_no": self.order_no,
+                    "phone": self.phone,
+                    "cancelled_at": self.cancelled_at.isoformat(),
+                },
+            )
+        )
+
+    def complete(self) -> bool:
+        """Complete a started learning (its final evaluation is in); True if it changed."""
+        if self.status != LearningStatus.STARTED:
+            return False
+        self.status = LearningStatus.COMPLETED
+        self.completed_at = utcnow()
+        return True

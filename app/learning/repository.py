@@ -45,8 +45,19 @@ class LearningRepository:
     def add(self, learning: Learning) -> None:
         self.session.add(learning)
 
-    def get(self, learning_id: int) -> Learning | None:
-        return self.session.get(Learning, learning_id)
+    def get(self, learning_id: int, for_update: bool = False) -> Learning | None:
+        return self.session.get(Learning, learning_id, with_for_update=for_update)
+
+    def oldest_waiting(self, limit: int) -> list[Learning]:
+        return list(
+            self.session.execute(
+                select(Learning)
+                .where(Learning.status == LearningStatus.WAITING)
+                .order_by(Learning.opened_at, Learning.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
 
     def for_order(self, order_no: str) -> Learning | None:
         return self.session.execute(

@@ -10,6 +10,10 @@ from app.bootstrap import container
 from app.orders import handlers
 from app.orders.model import OrderStatus
 from app.shared.api import KoreanMobile
+from app.shared.errors import Unavailable
+
+# SPEC 7: shown to the student when learning is overloaded.
+OVERLOADED = "주문이 많아 처리가 지연되고 있습니다. 잠시 후 다시 시도해 주세요."
 
 courses_blp = Blueprint("courses", __name__, url_prefix="/courses", description="Course catalog")
 orders_blp = Blueprint("orders", __name__, url_prefix="/orders", description="Course orders")
@@ -22,6 +26,14 @@ class CourseSchema(Schema):
     category = fields.Str(load_default="", validate=validate.Length(max=50))
     price = fields.Int(required=True, strict=True, validate=validate.Range(0, 100_000_000))
     active = fields.Bool(load_default=True)
+
+
+class CoursePatchSchema(Schema):
+    title = fields.Str(validate=validate.Length(1, 200))
+    description = fields.Str(validate=validate.Length(max=5000))
+    category = fields.Str(validate=validate.Length(max=50))
+    price = fields.Int(strict=True, validate=validate.Range(0, 100_000_000))
+    active = fields.Bool()
 
 
 class CourseQuerySchema(Schema):
@@ -97,6 +109,12 @@ class CourseByNo(MethodView):
     def get(self, course_no):
         return handlers.get_course(container().orders_uow(), course_no)
 
+    @courses_blp.arguments(CoursePatchSchema)
+    @courses_blp.response(200, CourseSchema)
+    def patch(self, body, course_no):
+        """Change a course (admin); `{"active": false}` takes it off the catalog."""
+        return handlers.update_course(container().orders_uow(), course_no, body)
+
 
 @orders_blp.route("")
 class Orders(MethodView):
@@ -105,8 +123,11 @@ class Orders(MethodView):
     @orders_blp.response(201, OrderSchema)
     def post(self, headers, body):
         """Order a course. Send `Idempotency-Key` to make a retried request safe."""
+        c = container()
+        if c.learning_backlog() > c.settings.learning_backlog_limit:
+            raise Unavailable(OVERLOADED, retry_after_s=5)
         order, _created = handlers.place_order(
-            container().orders_uow(),
+            c.orders_uow(),
             handlers.PlaceOrder(idempotency_key=headers.get("idempotency_key"), **body),
         )
         return order
@@ -131,3 +152,11 @@ class OrderByNo(MethodView):
     @orders_blp.response(200, OrderSchema)
     def get(self, order_no):
         return handlers.get_order(container().orders_uow(), order_no)
+
+
+@orders_blp.route("/<order_no>/cancel")
+class OrderCancel(MethodView):
+    @orders_blp.response(200, OrderSchema)
+    def post(self, order_no):
+        """Cancel the order (again: 200); 409 once it is completed."""
+        return handlers.cancel_order(container().orders_uow(), order_no)

@@ -9,7 +9,7 @@ from datetime import date
 
 from sqlalchemy.exc import IntegrityError
 
-from app.orders.model import Course, Order
+from app.orders.model import Course, Order, OrderStatus
 from app.orders.repository import CourseRepository, OrderRepository
 from app.shared.errors import Conflict, InvalidInput, NotFound
 from app.shared.uow import UnitOfWork
@@ -70,6 +70,17 @@ def get_course(uow: OrdersUnitOfWork, course_no: str) -> Course:
         return course
 
 
+def update_course(uow: OrdersUnitOfWork, course_no: str, changes: dict) -> Course:
+    with uow:
+        course = uow.courses.get(course_no)
+        if course is None:
+            raise NotFound(f"course {course_no} not found")
+        for name, value in changes.items():
+            setattr(course, name, value)
+        uow.commit()
+        return course
+
+
 def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
     """Place the order; with a known idempotency key, return the first one. (order, created)."""
     if cmd.begin_date > cmd.end_date:
@@ -123,3 +134,30 @@ def get_order(uow: OrdersUnitOfWork, order_no: str) -> Order:
         if order is None:
             raise NotFound(f"order {order_no} not found")
         return order
+
+
+def cancel_order(uow: OrdersUnitOfWork, order_no: str) -> Order:
+    """Cancel; cancelling again answers the cancelled order, a completed one is a conflict.
+    The row lock makes a cancel and a final score exclude each other (SPEC 6)."""
+    with uow:
+        order = uow.orders.get(order_no, for_update=True)
+        if order is None:
+            raise NotFound(f"order {order_no} not found")
+        order.cancel()
+        uow.commit()
+        return order
+
+
+def register_score(uow: OrdersUnitOfWork, order_no: str, score: int) -> str:
+    """Step 1 of the score chain: the order takes the score and completes. Returns an outcome
+    of app.evaluation.handlers.ScoreOutcome (as a plain string: contexts share no code)."""
+    with uow:
+        order = uow.orders.get(order_no, for_update=True)
+        if order is None:
+            return "order_conflict"
+        try:
+            order.register_score(score)
+        except Conflict:
+            return "order_cancelled" if order.status == OrderStatus.CANCELLED else "order_conflict"
+        uow.commit()
+        return "completed"

@@ -83,7 +83,7 @@ class Order(MainBase, Aggregate):
             idempotency_key=idempotency_key,
             request_fingerprint=request_fingerprint,
         )
-        order.record(
+        order.raise_event(
             Event(
                 EventType.COURSE_ORDERED,
                 order.order_no,
@@ -99,3 +99,52 @@ class Order(MainBase, Aggregate):
             )
         )
         return order
+
+    def cancel(self) -> bool:
+        """Cancel the order; True if it changed (cancelling again is a no-op)."""
+        if self.status == OrderStatus.CANCELLED:
+            return False
+        if self.status == OrderStatus.COMPLETED:
+            raise Conflict(f"order {self.order_no} is completed and can no longer be cancelled")
+        self.status = OrderStatus.CANCELLED
+        self.cancelled_at = utcnow()
+        self.raise_event(
+            Event(
+                EventType.COURSE_ORDER_CANCELLED,
+                self.order_no,
+                {
+                    "order_no": self.order_no,
+                    "course_no": self.course_no,
+                    "phone": self.phone,
+                    "cancelled_at": self.cancelled_at.isoformat(),
+                },
+            )
+        )
+        return True
+
+    def register_score(self, score: int) -> bool:
+        """Put the final score on the order and complete it; True if it changed. The same score
+        again is a no-op; another score, or a cancelled order, is a conflict."""
+        if self.status == OrderStatus.CANCELLED:
+            raise Conflict(f"order {self.order_no} is cancelled")
+        if self.status == OrderStatus.COMPLETED:
+            if self.score != score:
+                raise Conflict(f"order {self.order_no} is completed with another score")
+            return False
+        self.status = OrderStatus.COMPLETED
+        self.score = score
+        self.completed_at = utcnow()
+        self.raise_event(
+            Event(
+                EventType.ORDER_COMPLETED,
+                self.order_no,
+                {
+                    "order_no": self.order_no,
+                    "course_no": self.course_no,
+                    "phone": self.phone,
+                    "score": score,
+                    "completed_at": self.completed_at.isoformat(),
+                },
+            )
+        )
+        return True

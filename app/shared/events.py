@@ -64,7 +64,7 @@ class Event:
 class Aggregate:
     """A domain object that records the events its changes raise; the unit of work takes them."""
 
-    def record(self, event: Event) -> None:
+    def raise_event(self, event: Event) -> None:
         pending = self.__dict__.setdefault("_pending_events", [])
         pending.append(event)
 

@@ -73,6 +73,7 @@ class Delivery(MainBase):
     __table_args__ = (
         UniqueConstraint("event_id", "consumer", name="uq_outbox_deliveries_event_consumer"),
         Index("ix_outbox_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_outbox_deliveries_backlog", "consumer", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -263,3 +264,12 @@ def backlog(session: Session) -> tuple[int, datetime | None]:
         )
     ).one()
     return count, oldest
+
+
+def pending_deliveries(session: Session, consumers: Sequence[str]) -> int:
+    """How many events these consumers have not recorded yet."""
+    return session.execute(
+        select(func.count(Delivery.id)).where(
+            Delivery.status == DeliveryStatus.PENDING, Delivery.consumer.in_(consumers)
+        )
+    ).scalar_one()

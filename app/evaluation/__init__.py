@@ -1,0 +1,1 @@
+"""Evaluation context: interim records while the student learns, and the final score."""

@@ -1,0 +1,97 @@
+"""HTTP API of the evaluation context: /evaluations, records and the final score."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from app.bootstrap import container
+from app.evaluation import handlers
+from app.evaluation.model import EvaluationStatus
+
+evaluations_blp = Blueprint(
+    "evaluations", __name__, url_prefix="/evaluations", description="Evaluations and final scores"
+)
+
+
+class RecordSchema(Schema):
+    score = fields.Int(required=True, strict=True, validate=validate.Range(0, 100))
+    comment = fields.Str(load_default="", validate=validate.Length(max=2000))
+    recorded_at = fields.DateTime(dump_only=True)
+
+
+class EvaluationSchema(Schema):
+    id = fields.Int()
+    order_no = fields.Str()
+    learning_id = fields.Int(allow_none=True)
+    manager_id = fields.Int(allow_none=True)
+    status = fields.Str()
+    records = fields.List(fields.Nested(RecordSchema))
+    final_score = fields.Int(allow_none=True)
+    opened_at = fields.DateTime()
+    finalized_at = fields.DateTime(allow_none=True)
+    cancelled_at = fields.DateTime(allow_none=True)
+
+
+class FinalScoreSchema(Schema):
+    score = fields.Int(required=True, strict=True, validate=validate.Range(0, 100))
+
+
+class EvaluationQuerySchema(Schema):
+    order_no = fields.Str(validate=validate.Length(max=32))
+    status = fields.Str(
+        validate=validate.OneOf(
+            [EvaluationStatus.IN_PROGRESS, EvaluationStatus.FINAL, EvaluationStatus.CANCELLED]
+        )
+    )
+
+
+@evaluations_blp.route("")
+class Evaluations(MethodView):
+    @evaluations_blp.arguments(EvaluationQuerySchema, location="query")
+    @evaluations_blp.response(200, EvaluationSchema(many=True))
+    @evaluations_blp.paginate()
+    def get(self, query, pagination_parameters):
+        with container().evaluation_uow() as uow:
+            items, total = uow.evaluations.list(
+                query.get("order_no"),
+                query.get("status"),
+                pagination_parameters.first_item,
+                pagination_parameters.page_size,
+            )
+        pagination_parameters.item_count = total
+        return items
+
+
+@evaluations_blp.route("/<int:evaluation_id>")
+class EvaluationById(MethodView):
+    @evaluations_blp.response(200, EvaluationSchema)
+    def get(self, evaluation_id):
+        return handlers.get_evaluation(container().evaluation_uow(), evaluation_id)
+
+
+@evaluations_blp.route("/<int:evaluation_id>/records")
+class EvaluationRecords(MethodView):
+    @evaluations_blp.arguments(RecordSchema)
+    @evaluations_blp.response(201, RecordSchema)
+    def post(self, body, evaluation_id):
+        """Record an interim score (0..100) while the evaluation is IN_PROGRESS."""
+        return handlers.record_evaluation(
+            container().evaluation_uow(), handlers.RecordEvaluation(evaluation_id, **body)
+        )
+
+
+@evaluations_blp.route("/<int:evaluation_id>/final")
+class FinalScore(MethodView):
+    @evaluations_blp.arguments(FinalScoreSchema)
+    @evaluations_blp.response(200, EvaluationSchema)
+    @evaluations_blp.alt_response(503, description="Orders side unavailable; see Retry-After")
+    def post(self, body, evaluation_id):
+        """Register the final score: on the order and the evaluation at once, or 503/409."""
+        c = container()
+        return handlers.register_final_score(
+            c.evaluation_uow(),
+            c.score_chain,
+            handlers.RegisterFinalScore(evaluation_id, body["score"]),
+        )

@@ -1,0 +1,153 @@
+"""Commands and policies of the evaluation context, and the synchronous final score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.evaluation.model import Evaluation, EvaluationRecord, EvaluationStatus
+from app.evaluation.repository import EvaluationRepository
+from app.shared.errors import Conflict, NotFound, Unavailable
+from app.shared.events import Event
+from app.shared.uow import UnitOfWork
+
+
+class EvaluationUnitOfWork(UnitOfWork):
+    evaluations: EvaluationRepository
+
+    def __enter__(self) -> EvaluationUnitOfWork:
+        super().__enter__()
+        self.evaluations = EvaluationRepository(self.session)
+        return self
+
+
+class ScoreOutcome:
+    """What the score chain answers (SPEC 6)."""
+
+    COMPLETED = "completed"  # order COMPLETED and evaluation FINAL with the score
+    ORDER_CANCELLED = "order_cancelled"
+    ORDER_CONFLICT = "order_conflict"  # the order is completed with another score
+    EVALUATION_CONFLICT = "evaluation_conflict"
+    EXPIRED = "expired"  # the guard had fired before the order step began
+
+
+class ScoreChain(Protocol):
+    """The one synchronous call between contexts: orders registers, then evaluation finalizes."""
+
+    def run(self, order_no: str, evaluation_id: int, score: int) -> str:
+        """Return a ScoreOutcome; raise ScoreUnavailable when the orders side does not answer."""
+
+
+class ScoreUnavailable(Exception):
+    def __init__(self, reason: str, retry_after_s: int):
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class RecordEvaluation:
+    evaluation_id: int
+    score: int
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class RegisterFinalScore:
+    evaluation_id: int
+    score: int
+
+
+def get_evaluation(uow: EvaluationUnitOfWork, evaluation_id: int) -> Evaluation:
+    with uow:
+        evaluation = uow.evaluations.get(evaluation_id)
+        if evaluation is None:
+            raise NotFound(f"evaluation {evaluation_id} not found")
+        return evaluation
+
+
+def record_evaluation(uow: EvaluationUnitOfWork, cmd: RecordEvaluation) -> EvaluationRecord:
+    with uow:
+        evaluation = uow.evaluations.get(cmd.evaluation_id, for_update=True)
+        if evaluation is None:
+            raise NotFound(f"evaluation {cmd.evaluation_id} not found")
+        entry = evaluation.add_record(cmd.score, cmd.comment)
+        uow.commit()
+        return entry
+
+
+def register_final_score(
+    uow: EvaluationUnitOfWork, chain: ScoreChain, cmd: RegisterFinalScore
+) -> Evaluation:
+    """SPEC 6: the order takes the score first, then the evaluation becomes FINAL; the caller
+    waits for both. No database lock is held while waiting."""
+    evaluation = get_evaluation(uow, cmd.evaluation_id)
+    if evaluation.status == EvaluationStatus.FINAL:
+        if evaluation.final_score == cmd.score:
+            return evaluation  # the same final score again: idempotent
+        raise Conflict(f"evaluation {cmd.evaluation_id} is already final with another score")
+    if evaluation.status == EvaluationStatus.CANCELLED:
+        raise Conflict(f"evaluation {cmd.evaluation_id} is cancelled")
+    try:
+        outcome = chain.run(evaluation.order_no, evaluation.id, cmd.score)
+    except ScoreUnavailable as exc:
+        raise Unavailable(
+            f"the score could not be registered now ({exc}); try again", exc.retry_after_s
+        ) from None
+    if outcome == ScoreOutcome.COMPLETED:
+        return get_evaluation(uow, cmd.evaluation_id)
+    if outcome == ScoreOutcome.ORDER_CANCELLED:
+        raise Conflict(f"order {evaluation.order_no} is cancelled")
+    if outcome == ScoreOutcome.EXPIRED:
+        raise Unavailable("the orders side did not take the score in time; try again", 1)
+    raise Conflict(f"the score conflicts with the one already registered ({outcome})")
+
+
+def finalize_evaluation(uow: EvaluationUnitOfWork, evaluation_id: int, score: int) -> str:
+    """Chain step 2 (the order already holds the score)."""
+    with uow:
+        evaluation = uow.evaluations.get(evaluation_id, for_update=True)
+        if evaluation is None:
+            return ScoreOutcome.EVALUATION_CONFLICT
+        try:
+            evaluation.finalize(score)
+        except Conflict:
+            return ScoreOutcome.EVALUATION_CONFLICT
+        uow.commit()
+        return ScoreOutcome.COMPLETED
+
+
+# Policies: called by the consumer runner inside its transaction, once per event.
+
+
+def open_evaluation(uow: EvaluationUnitOfWork, event: Event) -> None:
+    """On LearningStarted; a cancelled tombstone or an earlier copy stays as it is."""
+    if uow.evaluations.for_order(event.order_no) is not None:
+        return
+    p = event.payload
+    uow.evaluations.add(
+        Evaluation.open(
+            event.order_no,
+            p.get("learning_id"),
+            p.get("phone"),
+            p.get("course_no"),
+            p.get("manager_id"),
+        )
+    )
+
+
+def cancel_evaluation(uow: EvaluationUnitOfWork, event: Event) -> None:
+    """On LearningCancelled; before the evaluation opened, leave a tombstone."""
+    evaluation = uow.evaluations.for_order(event.order_no)
+    if evaluation is None:
+        uow.evaluations.add(
+            Evaluation.cancelled_before_opening(event.order_no, event.payload.get("phone"))
+        )
+        return
+    evaluation.cancel()
+
+
+def finalize_on_order_completed(uow: EvaluationUnitOfWork, event: Event) -> None:
+    """On OrderCompleted: converge after a crash or a timed-out caller (SPEC 6)."""
+    evaluation = uow.evaluations.for_order(event.order_no)
+    if evaluation is not None and evaluation.status == EvaluationStatus.IN_PROGRESS:
+        evaluation.finalize(event.payload["score"])

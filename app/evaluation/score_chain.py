@@ -1,0 +1,91 @@
+"""The Celery adapter of ScoreChain: send the chain, wait under the guard, trip the breaker."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pybreaker
+from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeout
+
+from app.config import Settings
+from app.evaluation.handlers import ScoreUnavailable
+
+BREAKER_FAIL_MAX = 3
+BREAKER_RESET_S = 10
+
+
+class OrdersSideDown(Exception):
+    """The chain did not answer within the guard: counted by the breaker."""
+
+
+class CeleryScoreChain:
+    def __init__(self, celery: Celery, settings: Settings, breaker: pybreaker.CircuitBreaker):
+        self.celery = celery
+        self.timeout_s = settings.score_sync_timeout_s
+        self.breaker = breaker
+
+    def run(self, order_no: str, evaluation_id: int, score: int) -> str:
+        try:
+            return self.breaker.call(self._send_and_wait, order_no, evaluation_id, score)
+        except pybreaker.CircuitBreakerError:
+            raise ScoreUnavailable("the orders side keeps failing", BREAKER_RESET_S) from None
+        except OrdersSideDown:
+            raise ScoreUnavailable(
+                "the orders side did not answer in time", max(1, round(self.timeout_s))
+            ) from None
+
+    def _send_and_wait(self, order_no: str, evaluation_id: int, score: int) -> str:
+        deadline = time.time() + self.timeout_s
+        # Messages not started by then are discarded by the workers (and the steps check
+        # the deadline themselves, whatever the clock of the broker).
+        expires = datetime.now(UTC) + timedelta(seconds=self.timeout_s)
+        chain = self.celery.signature(
+            "orders.register_score",
+            queue="orders",
+            expires=expires,
+            kwargs={
+                "order_no": order_no,
+                "evaluation_id": evaluation_id,
+                "score": score,
+                "deadline": deadline,
+            },
+        ) | self.celery.signature("evaluation.finalize", queue="evaluation", expires=expires)
+        result = chain.apply_async()
+        try:
+            answer = result.get(
+                timeout=max(0.01, deadline - time.time()),
+                interval=0.02,
+                propagate=True,
+                disable_sync_subtasks=False,
+            )
+        except CeleryTimeout:
+            raise OrdersSideDown() from None
+        except Exception as exc:  # noqa: BLE001 - a step failed for good (retries exhausted)
+            raise OrdersSideDown(f"{exc.__class__.__name__}") from exc
+        finally:
+            result.forget()
+        return answer["outcome"]
+
+
+def make_breaker(settings: Settings) -> pybreaker.CircuitBreaker:
+    """Shared by every API process through Redis when there is one; else per process."""
+    storage = None
+    for url in (settings.broker_url, settings.result_backend):
+        if url.startswith(("redis://", "rediss://")):
+            import redis
+
+            storage = pybreaker.CircuitRedisStorage(
+                pybreaker.STATE_CLOSED,
+                redis.Redis.from_url(url, socket_timeout=0.5),
+                namespace="onlinestudy:score-breaker",
+            )
+            break
+    return pybreaker.CircuitBreaker(
+        fail_max=BREAKER_FAIL_MAX,
+        reset_timeout=BREAKER_RESET_S,
+        state_storage=storage,
+        name="orders-score",
+        exclude=[ScoreUnavailable],
+    )
