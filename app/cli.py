@@ -192,6 +192,23 @@ def events_replay(event_id: str | None, consumer: str | None) -> None:
 
 
 @main.group()
+def mypage() -> None:
+    """The My page read model."""
+
+
+@mypage.command("rebuild")
+def mypage_rebuild() -> None:
+    """Rebuild My page from the event log (the outbox), in one transaction."""
+    from app.bootstrap import container
+    from app.mypage.rebuild import rebuild
+
+    with container().main_session() as session:
+        rows = rebuild(session)
+        session.commit()
+    click.echo(f"My page rebuilt: {rows} row(s)")
+
+
+@main.group()
 def health() -> None:
     """Probes for the relay and workers (exit 1 when unhealthy)."""
 

@@ -14,9 +14,20 @@ os.environ.setdefault("CELERY_BROKER_URL", REDIS_URL)
 os.environ.setdefault("CELERY_RESULT_BACKEND", REDIS_URL)
 
 
+# Two test runs at once (a developer's and CI's, say) must not drop each other's databases.
+RUN_SUFFIX = f"{os.getpid()}"
+
+
 def fresh_database(name: str) -> str:
-    """Drop and create database `name`; return its URL."""
+    """Create an empty database for this run (`name` plus the run's suffix); return its URL."""
+    name = f"{name}_{RUN_SUFFIX}"
     with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     return f"{PG_URL}/{name}"
+
+
+def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1].split("?")[0]
+    with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -68,13 +68,13 @@ def project(uow: UnitOfWork, event: Event) -> None:
         return
     row = uow.session.get(MyPageRow, event.order_no, with_for_update=True)
     if row is None:
-        row = MyPageRow(
-            order_no=event.order_no,
-            phone=event.payload["phone"],
-            order_seq=0,
-            learning_seq=0,
-            evaluation_seq=0,
-            score_seq=0,
-        )
+        row = new_row(event.order_no, event.payload["phone"])
         uow.add(row)
     apply(row, event)
+
+
+def new_row(order_no: str, phone: str) -> MyPageRow:
+    """The empty row of an order, before any event is folded into it."""
+    return MyPageRow(
+        order_no=order_no, phone=phone, order_seq=0, learning_seq=0, evaluation_seq=0, score_seq=0
+    )

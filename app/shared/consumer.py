@@ -27,6 +27,10 @@ def consume(container: Container, policy: Policy, envelopes: Iterable[dict]) -> 
     done: list[str] = []
     for body in envelopes:
         event = Event.from_envelope(body)
+        if event.event_type not in policy.events:
+            # Misrouted (only the relay's routing stands between): never apply a foreign event.
+            log.error("event.misrouted", consumer=policy.consumer, event_type=str(event.event_type))
+            continue
         token = correlation_id.set(event.correlation_id)
         try:
             _apply_once(container, policy, event)

@@ -8,7 +8,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy.orm import object_session
+
 from app.shared.db import utcnow
+
+# Session.info key: aggregates that raised events, held strongly until the unit of work takes
+# them (the identity map holds a clean object weakly, and would drop it with its events).
+RAISED = "onlinestudy.raised"
 
 
 class EventType(StrEnum):
@@ -65,8 +71,10 @@ class Aggregate:
     """A domain object that records the events its changes raise; the unit of work takes them."""
 
     def raise_event(self, event: Event) -> None:
-        pending = self.__dict__.setdefault("_pending_events", [])
-        pending.append(event)
+        self.__dict__.setdefault("_pending_events", []).append(event)
+        session = object_session(self)
+        if session is not None:  # a new, not yet added aggregate will be in session.new
+            session.info.setdefault(RAISED, []).append(self)
 
     def take_events(self) -> list[Event]:
         return self.__dict__.pop("_pending_events", [])

@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from app.shared.events import Aggregate, Event
+from app.shared.events import RAISED, Aggregate, Event
 from app.shared.outbox import OutboxWriter
 
 # The request id or the id carried by the event being handled; stamped on every event raised.
@@ -25,8 +25,8 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         self.session = self._session_factory()
         self._events = []
-        # The identity map holds objects weakly: once a changed aggregate is flushed and its
-        # handler returns, it may be collected with its events. So take them at each flush.
+        # A flushed aggregate may be collected once its handler returns (the identity map is
+        # weak), so events are taken at each flush, and at commit from session.info[RAISED].
         sa_event.listen(self.session, "before_flush", self._take_events)
         return self
 
@@ -61,7 +61,7 @@ class UnitOfWork:
         self._events.clear()
 
     def _take_events(self, session: Session, *_args) -> None:
-        for obj in [*session.new, *session.dirty, *session.identity_map.values()]:
+        for obj in [*session.new, *session.dirty, *session.info.pop(RAISED, [])]:
             if isinstance(obj, Aggregate):
                 self._events.extend(obj.take_events())
 

@@ -13,10 +13,13 @@ import pytest
 import redis
 import requests
 
-from tests.conftest import fresh_database
+from tests.conftest import drop_database, fresh_database
 from tests.helpers import eventually
 
 E2E_REDIS_URL = os.environ.get("TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/10")
+
+# The worker layout of the e2e system: the orders and evaluation queues each have their own.
+WORKERS = {"orders": "orders", "evaluation": "evaluation", "others": "learning,notification,mypage"}
 
 
 def free_port() -> int:
@@ -25,18 +28,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def assert_ready(base_url: str) -> None:
+    try:
+        assert requests.get(f"{base_url}/health/ready", timeout=5).ok
+    except requests.RequestException as exc:  # refused, or too busy starting to answer
+        raise AssertionError("API not up yet") from exc
+
+
 class Processes:
     """Starts and stops the system's processes; their output goes to files under `logs`."""
 
     def __init__(self, env: dict[str, str], logs: Path):
         self.env, self.logs = env, logs
         self.running: dict[str, subprocess.Popen] = {}
+        self.base_url = ""
 
-    def start(self, name: str, *args: str) -> subprocess.Popen:
+    def start(self, name: str, *args: str, **env: str) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
         process = subprocess.Popen(
             [sys.executable, *args],
-            env=self.env,
+            env=dict(self.env, **env),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -44,19 +55,38 @@ class Processes:
         self.running[name] = process
         return process
 
-    def start_worker(self, queues: str = "orders,learning,evaluation,notification,mypage"):
+    def start_worker(self, name: str) -> subprocess.Popen:
+        """One worker per group of WORKERS, so a test can stop one context alone."""
         return self.start(
-            "worker",
+            f"worker-{name}",
             "-m",
             "app.cli",
             "worker",
             "--queues",
-            queues,
+            WORKERS[name],
             "--concurrency",
             "2",
             "--hostname",
-            f"e2e-{os.getpid()}@%h",
+            f"e2e-{name}-{os.getpid()}@%h",
         )
+
+    def start_api(self, name: str = "api", **env: str) -> str:
+        """gunicorn on a free port, with extra settings if any; returns its base URL."""
+        port = free_port()
+        self.start(
+            name,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "app:create_app()",
+            **env,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        eventually(lambda: assert_ready(base_url), timeout_s=30)
+        return base_url
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         process = self.running.pop(name, None)
@@ -75,41 +105,34 @@ class Processes:
 
 
 @pytest.fixture(scope="session")
-def e2e_env(tmp_path_factory) -> dict[str, str]:
-    var = tmp_path_factory.mktemp("e2e-var")
+def e2e_env(tmp_path_factory):
     env = dict(
         os.environ,
         DATABASE_URL=fresh_database("onlinestudy_e2e"),
         NOTIFICATION_DATABASE_URL=fresh_database("onlinestudy_e2e_notification"),
         CELERY_BROKER_URL=E2E_REDIS_URL,
         CELERY_RESULT_BACKEND=E2E_REDIS_URL,
-        ONLINESTUDY_VAR_DIR=str(var),
+        ONLINESTUDY_VAR_DIR=str(tmp_path_factory.mktemp("e2e-var")),
         REDELIVERY_TIMEOUT_S="2",
+        SCORE_SYNC_TIMEOUT_S="2",
         LOG_LEVEL="INFO",
     )
     redis.Redis.from_url(E2E_REDIS_URL).flushdb()
     subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], env=env, check=True)
-    return env
+    yield env
+    for name in ("DATABASE_URL", "NOTIFICATION_DATABASE_URL"):
+        drop_database(env[name])
 
 
 @pytest.fixture(scope="session")
 def system(e2e_env, tmp_path_factory):
-    """API on a free port, the relay and one worker for every queue."""
+    """The API on a free port, the relay and the workers of WORKERS."""
     processes = Processes(e2e_env, tmp_path_factory.mktemp("e2e-logs"))
-    port = free_port()
-    processes.start(
-        "api", "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "app:create_app()"
-    )
-    processes.start("relay", "-m", "app.cli", "relay")
-    processes.start_worker()
-    processes.base_url = f"http://127.0.0.1:{port}"
-
-    def api_up():
-        try:
-            assert requests.get(f"{processes.base_url}/health/ready", timeout=2).ok
-        except requests.ConnectionError as exc:
-            raise AssertionError("API not up yet") from exc
-
-    eventually(api_up, timeout_s=30)
-    yield processes
-    processes.stop_all()
+    try:
+        processes.start("relay", "-m", "app.cli", "relay")
+        for name in WORKERS:
+            processes.start_worker(name)
+        processes.base_url = processes.start_api()
+        yield processes
+    finally:
+        processes.stop_all()

@@ -65,13 +65,13 @@ def test_given_the_broker_loses_its_messages_then_the_outbox_delivers_them_again
     """Redis restarted without persistence while the workers were down."""
     manager = post(system, "/managers", {"name": "유매니저", "phone": random_phone()})
     course = post(system, "/courses", course_body())
-    system.stop("worker")
+    system.stop("worker-others")
     phone = random_phone()
     order = post(system, "/orders", order_body(course["course_no"], phone=phone))
     broker = redis.Redis.from_url(E2E_REDIS_URL)
     eventually(lambda: _assert(broker.llen("learning") >= 1), timeout_s=10)
     broker.flushdb()  # everything queued is gone, as after a restart without persistence
-    system.start_worker()
+    system.start_worker("others")
     everything_arrived(system, order["order_no"], phone, manager["name"])
     assert len(get(system, "/sms", phone=phone)) == 2
 

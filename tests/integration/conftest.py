@@ -11,24 +11,43 @@ from app import create_app
 from app.bootstrap import Container
 from app.config import Settings
 from app.migrate import upgrade
-from tests.conftest import REDIS_URL, fresh_database
+from tests.conftest import REDIS_URL, drop_database, fresh_database
 from tests.unit.fakes import FakeSender
 
 
-@pytest.fixture(scope="session")
-def it_settings(tmp_path_factory) -> Settings:
+def _settings(name: str, var_dir) -> Settings:
     settings = Settings.from_env(
         {
-            "DATABASE_URL": fresh_database("onlinestudy_it"),
-            "NOTIFICATION_DATABASE_URL": fresh_database("onlinestudy_it_notification"),
+            "DATABASE_URL": fresh_database(name),
+            "NOTIFICATION_DATABASE_URL": fresh_database(f"{name}_notification"),
             "CELERY_BROKER_URL": REDIS_URL,
             "CELERY_RESULT_BACKEND": REDIS_URL,
-            "ONLINESTUDY_VAR_DIR": str(tmp_path_factory.mktemp("var")),
+            "ONLINESTUDY_VAR_DIR": str(var_dir),
             "MAX_ATTEMPTS": "3",
         }
     )
     upgrade(settings)
     return settings
+
+
+def _drop(settings: Settings) -> None:
+    for url in (settings.database_url, settings.notification_database_url):
+        drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def it_settings(tmp_path_factory):
+    settings = _settings("onlinestudy_it", tmp_path_factory.mktemp("var"))
+    yield settings
+    _drop(settings)
+
+
+@pytest.fixture(scope="session")
+def committing_settings(tmp_path_factory):
+    """A database of its own for tests whose writers really commit (its data stays)."""
+    settings = _settings("onlinestudy_it_commits", tmp_path_factory.mktemp("var"))
+    yield settings
+    _drop(settings)
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +98,11 @@ class FakeCelery:
 @pytest.fixture
 def fake_celery():
     return FakeCelery()
+
+
+@pytest.fixture
+def committing_container(committing_settings):
+    """A container whose sessions really commit, for tests of concurrent writers."""
+    c = Container(committing_settings, sms_sender=FakeSender())
+    yield c
+    c.db.dispose()

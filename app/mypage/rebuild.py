@@ -1,0 +1,54 @@
+"""Rebuild the My page read model from the event log, in the caller's transaction."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.orm import Session
+
+from app.mypage.model import MyPageRow
+from app.mypage.projection import apply, new_row
+from app.policies import BY_CONSUMER
+from app.shared.db import utcnow
+from app.shared.idempotency import PROCESSED
+from app.shared.outbox import OutboxEvent
+
+CONSUMER = "mypage.project"
+BATCH = 1000
+
+
+def rebuild(session: Session) -> int:
+    """Replace every My page row by the fold of the outbox events the projection handles, and
+    record those events as processed by it, so their redelivery is a no-op. The caller commits.
+    Returns the number of rows."""
+    if session.get_bind().dialect.name == "postgresql":
+        # The live projection (SELECT ... FOR UPDATE, INSERT) waits until the commit; readers
+        # go on seeing the old rows. SQLite serializes its writers already.
+        session.execute(text("LOCK TABLE mypage_rows IN EXCLUSIVE MODE"))
+    processed = PROCESSED["main"]
+    session.execute(delete(MyPageRow))
+    session.execute(delete(processed).where(processed.c.consumer == CONSUMER))
+    types = [str(t) for t in BY_CONSUMER[CONSUMER].events]
+    rows: dict[str, MyPageRow] = {}
+    event_ids: list[str] = []
+    stream = session.execute(
+        select(OutboxEvent)
+        .where(OutboxEvent.event_type.in_(types))
+        .order_by(OutboxEvent.id)
+        .execution_options(yield_per=BATCH)
+    ).scalars()
+    for outbox_event in stream:
+        event = outbox_event.to_event()
+        event_ids.append(event.event_id)
+        if event.order_no:  # like project(): an event of no order has no row
+            if event.order_no not in rows:
+                rows[event.order_no] = new_row(event.order_no, event.payload["phone"])
+            apply(rows[event.order_no], event)
+    session.add_all(rows.values())
+    if event_ids:
+        now = utcnow()
+        session.execute(
+            insert(processed),
+            [{"consumer": CONSUMER, "event_id": e, "processed_at": now} for e in event_ids],
+        )
+    session.flush()
+    return len(rows)
