@@ -40,6 +40,8 @@ task_soft_time_limit = 60
 task_time_limit = 90
 worker_max_tasks_per_child = 10_000
 worker_hijack_root_logger = False
+# Each worker also consumes its own direct queue: the liveness canary goes there.
+worker_direct = True
 
 if _settings.embedded:
     _broker_dir = _settings.var_dir / "broker"

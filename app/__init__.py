@@ -16,6 +16,7 @@ def create_app(settings: Settings | None = None, container=None) -> Flask:
     from app.logging import configure_logging
     from app.mypage.api import mypage_blp
     from app.notification.api import sms_blp
+    from app.observability import install as install_observability
     from app.orders.api import courses_blp, orders_blp
     from app.shared.api import OnlineStudyApi, register_error_handlers
 
@@ -34,7 +35,7 @@ def create_app(settings: Settings | None = None, container=None) -> Flask:
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
     app.json.ensure_ascii = False  # Korean stays readable in responses
-    app.extensions["onlinestudy"] = container or Container(settings)
+    app.extensions["onlinestudy"] = container = container or Container(settings)
     api = OnlineStudyApi(app)
     for blueprint in (
         courses_blp,
@@ -48,4 +49,5 @@ def create_app(settings: Settings | None = None, container=None) -> Flask:
     ):
         api.register_blueprint(blueprint)
     register_error_handlers(app)
+    install_observability(app, container)
     return app

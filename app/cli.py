@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -68,7 +70,13 @@ ALL_QUEUES = "orders,learning,evaluation,notification,mypage"
 )
 @click.option("--concurrency", default=2, show_default=True, type=int)
 @click.option("--hostname", default=None, help="Celery node name (default: from the queues).")
-def worker(queues: str, concurrency: int, hostname: str | None) -> None:
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=int,
+    help="Serve this worker's Prometheus metrics on this port.",
+)
+def worker(queues: str, concurrency: int, hostname: str | None, metrics_port: int | None) -> None:
     """Run a Celery worker for some queues (replaces this process)."""
     _settings()
     known = set(ALL_QUEUES.split(","))
@@ -79,6 +87,10 @@ def worker(queues: str, concurrency: int, hostname: str | None) -> None:
             f"unknown queue(s): {', '.join(unknown) or '(none)'}; choose from {ALL_QUEUES}"
         )
     name = hostname or f"{'-'.join(wanted)}@%h"
+    if metrics_port:
+        # The pool children count tasks; the main process serves their sum.
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="metrics-"))
+        os.environ["ONLINESTUDY_WORKER_METRICS_PORT"] = str(metrics_port)
     os.execvp(sys.executable, _worker_argv(wanted, concurrency, name))
 
 
@@ -115,6 +127,12 @@ def run(port: int, host: str, concurrency: int) -> None:
 
     settings = _settings()
     upgrade(settings)
+    # Every process started here writes its metrics to one folder; the API's /metrics sums them.
+    metrics_dir = settings.var_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    shutil.rmtree(settings.var_dir / "heartbeats", ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     children = [
         subprocess.Popen(
             [
@@ -218,6 +236,43 @@ def health() -> None:
 def health_relay(max_age: float) -> None:
     """The relay has completed a pass within --max-age seconds."""
     _check_heartbeat(_settings().var_dir / "relay.heartbeat", max_age)
+
+
+@health.command("worker")
+@click.option("--max-age", default=60.0, show_default=True, help="Seconds.")
+def health_worker(max_age: float) -> None:
+    """Every worker here consumed its liveness canary within --max-age seconds."""
+    folder = _settings().var_dir / "heartbeats"
+    beats = sorted(folder.glob("worker-*")) if folder.exists() else []
+    if not beats:
+        raise click.ClickException(f"no worker heartbeat in {folder}")
+    for path in beats:
+        _check_heartbeat(path, max_age)
+
+
+@main.command()
+@click.option("--port", default=5555, show_default=True, type=int)
+@click.option("--address", default="127.0.0.1", show_default=True)
+def flower(port: int, address: str) -> None:
+    """Run Flower on the configured broker; FLOWER_BASIC_AUTH=user:password protects it."""
+    _settings()
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "flower",
+        f"--port={port}",
+        f"--address={address}",
+    ]
+    if os.environ.get("FLOWER_BASIC_AUTH"):
+        argv.append(f"--basic-auth={os.environ['FLOWER_BASIC_AUTH']}")
+    elif address not in ("127.0.0.1", "localhost"):
+        raise click.ClickException(
+            "set FLOWER_BASIC_AUTH=user:password to serve Flower beyond this machine"
+        )
+    os.execvp(sys.executable, argv)
 
 
 def _check_heartbeat(path: Path, max_age: float) -> None:

@@ -63,6 +63,7 @@ class Settings:
     sms_http_url: str = ""
     sms_http_timeout_s: float = 3.0
     log_level: str = "INFO"
+    worker_heartbeat_s: float = 10.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -112,6 +113,7 @@ class Settings:
             sms_http_url=sms_http_url,
             sms_http_timeout_s=_float(env, "SMS_HTTP_TIMEOUT_S", 3.0, minimum=0.1),
             log_level=_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            worker_heartbeat_s=_float(env, "WORKER_HEARTBEAT_S", 10.0, minimum=0.1),
         )
 
 

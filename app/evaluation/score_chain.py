@@ -69,7 +69,9 @@ class CeleryScoreChain:
         return answer["outcome"]
 
 
-def make_breaker(settings: Settings) -> pybreaker.CircuitBreaker:
+def make_breaker(
+    settings: Settings, namespace: str = "onlinestudy:score-breaker"
+) -> pybreaker.CircuitBreaker:
     """Shared by every API process through Redis when there is one; else per process."""
     storage = None
     for url in (settings.broker_url, settings.result_backend):
@@ -79,7 +81,7 @@ def make_breaker(settings: Settings) -> pybreaker.CircuitBreaker:
             storage = pybreaker.CircuitRedisStorage(
                 pybreaker.STATE_CLOSED,
                 redis.Redis.from_url(url, socket_timeout=0.5),
-                namespace="onlinestudy:score-breaker",
+                namespace=namespace,
             )
             break
     return pybreaker.CircuitBreaker(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy.exc import IntegrityError
 
+from app.observability import EVENTS
 from app.shared.events import Event
 from app.shared.idempotency import already_processed, mark_processed
 from app.shared.outbox import record_done, record_failure
@@ -52,6 +53,7 @@ def _apply_once(container: Container, policy: Policy, event: Event) -> None:
     with getattr(container, policy.unit_of_work)() as uow:
         if already_processed(uow.session, policy.bind, policy.consumer, event.event_id):
             log.info("event.duplicate", consumer=policy.consumer, event_id=event.event_id)
+            EVENTS.labels(policy.consumer, "duplicate").inc()
             return
         policy.handle(container, uow, event)
         mark_processed(uow.session, policy.bind, policy.consumer, event.event_id)
@@ -62,6 +64,7 @@ def _apply_once(container: Container, policy: Policy, event: Event) -> None:
             uow.rollback()
             if not already_processed(uow.session, policy.bind, policy.consumer, event.event_id):
                 raise
+    EVENTS.labels(policy.consumer, "handled").inc()
     log.info(
         "event.handled",
         consumer=policy.consumer,
@@ -83,6 +86,7 @@ def _count_failure(container: Container, policy: Policy, event: Event, exc: Exce
             RETRY_BASE_S,
         )
         session.commit()
+    EVENTS.labels(policy.consumer, "dead" if parked else "failed").inc()
     log.warning(
         "event.failed",
         consumer=policy.consumer,

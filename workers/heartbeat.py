@@ -1,0 +1,54 @@
+"""Worker liveness that proves consumption: the worker sends itself a canary task on its own
+direct queue and the canary, once consumed, touches a heartbeat file. A worker whose consumer
+has stalled (say, after a broker reconnect) stops touching it; `onlinestudy health worker`
+then fails and the orchestrator restarts the worker. `celery inspect ping` would still answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+
+from celery.signals import worker_ready, worker_shutdown
+from celery.utils.nodenames import worker_direct
+
+from app.bootstrap import container
+from workers.celery_app import app
+
+_stop = threading.Event()
+
+
+def heartbeat_dir() -> Path:
+    return container().settings.var_dir / "heartbeats"
+
+
+def heartbeat_file(hostname: str) -> Path:
+    return heartbeat_dir() / f"worker-{hostname}"
+
+
+@app.task(name="health.canary", ignore_result=True, acks_late=False, expires=60)
+def canary(hostname: str) -> None:
+    path = heartbeat_file(hostname)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+@worker_ready.connect
+def _start_canaries(sender=None, **_kwargs) -> None:
+    hostname = sender.hostname
+    queue = worker_direct(hostname)
+
+    def loop():
+        while not _stop.is_set():
+            # A canary that cannot be sent shows as a stale heartbeat: nothing else to do.
+            with contextlib.suppress(Exception):
+                app.send_task("health.canary", args=[hostname], queue=queue)
+            _stop.wait(container().settings.worker_heartbeat_s)
+
+    threading.Thread(target=loop, name="canary", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop_canaries(**_kwargs) -> None:
+    _stop.set()
