@@ -47,6 +47,7 @@ COPY --from=builder --chown=10001:10001 /runtime /app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     ONLINESTUDY_VAR_DIR=/app/var \
+    PROMETHEUS_MULTIPROC_DIR=/app/var/metrics \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 

@@ -52,9 +52,9 @@ if _settings.embedded:
         # The filesystem transport polls; 50 ms keeps events flowing in tens of milliseconds.
         "polling_interval": 0.05,
     }
-    # Remote control and events are fan-out traffic that the file transport handles poorly,
-    # and nothing in the embedded mode needs them.
-    worker_enable_remote_control = False
+    # Remote control works here (Flower lists workers and queues), but task events do not:
+    # the file transport keeps fanning them out to a monitor's queue after it has gone, and
+    # the folder would grow for ever. `onlinestudy flower` does not turn them on here.
     worker_send_task_events = False
 else:
     broker_transport_options = {

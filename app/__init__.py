@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from flask import Flask
 
 from app.config import Settings
@@ -21,6 +24,8 @@ def create_app(settings: Settings | None = None, container=None) -> Flask:
     from app.shared.api import OnlineStudyApi, register_error_handlers
 
     settings = settings or Settings.from_env()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # each gunicorn worker writes its metrics there
+        Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config.update(

@@ -95,7 +95,7 @@ def worker(queues: str, concurrency: int, hostname: str | None, metrics_port: in
 
 
 def _worker_argv(queues: list[str], concurrency: int, name: str) -> list[str]:
-    return [
+    argv = [
         sys.executable,
         "-m",
         "celery",
@@ -113,6 +113,11 @@ def _worker_argv(queues: list[str], concurrency: int, name: str) -> list[str]:
         "-O",
         "fair",
     ]
+    if Settings.from_env().embedded:
+        # Heartbeat and gossip are fan-out events; the file transport keeps delivering them to
+        # the queue of a monitor that has gone, for ever. A lone local worker needs neither.
+        argv += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
+    return argv
 
 
 @main.command()
@@ -255,7 +260,7 @@ def health_worker(max_age: float) -> None:
 @click.option("--address", default="127.0.0.1", show_default=True)
 def flower(port: int, address: str) -> None:
     """Run Flower on the configured broker; FLOWER_BASIC_AUTH=user:password protects it."""
-    _settings()
+    settings = _settings()
     argv = [
         sys.executable,
         "-m",
@@ -266,6 +271,8 @@ def flower(port: int, address: str) -> None:
         f"--port={port}",
         f"--address={address}",
     ]
+    if settings.embedded:
+        argv.append("--enable_events=False")  # see celeryconfig: no task events on files
     if os.environ.get("FLOWER_BASIC_AUTH"):
         argv.append(f"--basic-auth={os.environ['FLOWER_BASIC_AUTH']}")
     elif address not in ("127.0.0.1", "localhost"):
@@ -281,7 +288,9 @@ def _check_heartbeat(path: Path, max_age: float) -> None:
     except FileNotFoundError:
         raise click.ClickException(f"no heartbeat at {path}") from None
     if age > max_age:
-        raise click.ClickException(f"last heartbeat {age:.0f}s ago (limit {max_age:.0f}s)")
+        raise click.ClickException(
+            f"{path.name}: last heartbeat {age:.0f}s ago (limit {max_age:.0f}s)"
+        )
     click.echo(f"ok: heartbeat {age:.1f}s ago")
 
 

@@ -99,6 +99,8 @@ class PipelineCollector:
         yield self._queue_depths()
 
     def _queue_depths(self):
+        from kombu.exceptions import ChannelError, OperationalError
+
         from app.shared.queues import Queue
         from workers.celery_app import app as celery
 
@@ -107,14 +109,17 @@ class PipelineCollector:
         )
         try:
             with celery.connection_for_read() as connection:
-                channel = connection.default_channel
                 for queue in Queue:
-                    declared = channel.queue_declare(queue=queue.value, passive=True)
-                    depth.add_metric([queue.value], declared.message_count)
-        except Exception:  # noqa: BLE001 - no depth rather than no metrics at all
-            depth = GaugeMetricFamily(
-                "onlinestudy_queue_depth", "Messages waiting in a queue", labels=["queue"]
-            )
+                    channel = connection.channel()  # a failed passive declare closes it (AMQP)
+                    try:
+                        count = channel.queue_declare(queue=queue.value, passive=True).message_count
+                    except ChannelError:
+                        count = 0  # never declared: nothing is waiting
+                    finally:
+                        channel.close()
+                    depth.add_metric([queue.value], count)
+        except (OperationalError, OSError):
+            pass  # broker down: no depth rather than no metrics at all
         return depth
 
 

@@ -115,6 +115,7 @@ def e2e_env(tmp_path_factory):
         ONLINESTUDY_VAR_DIR=str(tmp_path_factory.mktemp("e2e-var")),
         REDELIVERY_TIMEOUT_S="2",
         SCORE_SYNC_TIMEOUT_S="2",
+        WORKER_HEARTBEAT_S="1",
         LOG_LEVEL="INFO",
     )
     redis.Redis.from_url(E2E_REDIS_URL).flushdb()

@@ -1,0 +1,59 @@
+"""What an operator reads: /metrics, correlation ids that follow a request, masked logs."""
+
+from sqlalchemy import select
+
+from app.logging import _mask_phones
+from app.policies import BY_CONSUMER
+from app.shared.consumer import consume
+from app.shared.outbox import OutboxEvent
+from tests.helpers import course_body, order_body
+
+
+def test_metrics_show_requests_backlog_dead_letters_and_my_page_lag(client):
+    course = client.post("/courses", json=course_body()).json
+    client.post("/orders", json=order_body(course["course_no"]))
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'onlinestudy_http_requests_total{endpoint="/orders",method="POST",status="201"}' in text
+    assert 'onlinestudy_http_request_duration_seconds_bucket{endpoint="/orders"' in text
+    # the order's three deliveries are not recorded yet (no workers in this test)
+    assert 'onlinestudy_outbox_backlog{consumer="mypage.project"} 1.0' in text
+    assert "onlinestudy_mypage_lag_seconds " in text
+    assert "onlinestudy_outbox_oldest_undelivered_age_seconds " in text
+    assert 'onlinestudy_queue_depth{queue="learning"}' in text
+
+
+def test_a_request_id_follows_the_order_into_the_events_it_causes(client, container):
+    client.post("/managers", json={"name": "추적매니저", "phone": "010-4444-5555"})
+    course = client.post("/courses", json=course_body()).json
+    response = client.post(
+        "/orders", json=order_body(course["course_no"]), headers={"X-Request-ID": "req-42"}
+    )
+    assert response.headers["X-Request-ID"] == "req-42"
+    order_no = response.json["order_no"]
+    with container.main_session() as session:
+        [ordered] = (
+            session.execute(select(OutboxEvent).where(OutboxEvent.order_no == order_no))
+            .scalars()
+            .all()
+        )
+    assert ordered.correlation_id == "req-42"
+    consume(container, BY_CONSUMER["learning.open_learning"], [ordered.to_event().envelope()])
+    with container.main_session() as session:
+        started = session.execute(
+            select(OutboxEvent).where(
+                OutboxEvent.order_no == order_no, OutboxEvent.event_type == "LearningStarted"
+            )
+        ).scalar_one()
+    assert started.correlation_id == "req-42"
+
+
+def test_a_request_without_an_id_gets_one_and_a_hostile_one_is_replaced(client):
+    generated = client.get("/health/live").headers["X-Request-ID"]
+    assert len(generated) == 32
+    for hostile in ("<script>alert(1)</script>", "x" * 65, "a b"):
+        answered = client.get("/health/live", headers={"X-Request-ID": hostile})
+        assert answered.headers["X-Request-ID"] != hostile
+
+
+def test_phone_numbers_are_masked_in_logs():
+    assert _mask_phones(None, None, {"phone": "010-1234-5678"})["phone"] == "010-****-5678"
