@@ -6,7 +6,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 port=${SMOKE_PORT:-18088}
 base="http://127.0.0.1:$port"
-phone="010-$((RANDOM % 8000 + 2000))-$((RANDOM % 9000 + 1000))"
+phone="010-$((RANDOM % 3000 + 2000))-$((RANDOM % 9000 + 1000))"
 course="SMOKE$RANDOM"
 
 # The embedded default: none of the server settings may leak in from the environment.

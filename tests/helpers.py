@@ -14,7 +14,8 @@ T = TypeVar("T")
 
 
 def random_phone() -> str:
-    return f"010-{random.randint(2000, 9999)}-{random.randint(1000, 9999)}"
+    # 010-2000 to 010-4999 are all assigned (libphonenumber refuses e.g. 010-597x as unused).
+    return f"010-{random.randint(2000, 4999)}-{random.randint(1000, 9999)}"
 
 
 def random_course_no() -> str:
