@@ -21,7 +21,8 @@ def create_app(settings: Settings | None = None, container=None) -> Flask:
     from app.notification.api import sms_blp
     from app.observability import install as install_observability
     from app.orders.api import courses_blp, orders_blp
-    from app.shared.api import OnlineStudyApi, register_error_handlers
+    from app.security import install as install_security
+    from app.shared.api import OnlineStudyApi, refuse_nul_characters, register_error_handlers
 
     settings = settings or Settings.from_env()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # each gunicorn worker writes its metrics there
@@ -37,7 +38,20 @@ def create_app(settings: Settings | None = None, container=None) -> Flask:
         OPENAPI_SWAGGER_UI_PATH="/docs",
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         JSON_AS_ASCII=False,
-        MAX_CONTENT_LENGTH=1024 * 1024,
+        MAX_CONTENT_LENGTH=1024 * 1024,  # larger bodies get 413
+        API_SPEC_OPTIONS={
+            "components": {
+                "securitySchemes": {
+                    "bearerAuth": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "bearerFormat": "JWT",
+                        "description": "onlinestudy token --role admin|manager|student",
+                    }
+                }
+            },
+            "security": [{"bearerAuth": []}],
+        },
     )
     app.json.ensure_ascii = False  # Korean stays readable in responses
     app.extensions["onlinestudy"] = container = container or Container(settings)
@@ -54,5 +68,7 @@ def create_app(settings: Settings | None = None, container=None) -> Flask:
     ):
         api.register_blueprint(blueprint)
     register_error_handlers(app)
+    refuse_nul_characters(app)
     install_observability(app, container)
+    install_security(app, settings, container.tokens)  # after: 401s get a request id too
     return app

@@ -47,6 +47,12 @@ class Container:
         return EvaluationUnitOfWork(self.main_session, self.outbox)
 
     @cached_property
+    def tokens(self):
+        from app.security import Tokens
+
+        return Tokens(self.settings)
+
+    @cached_property
     def score_chain(self) -> ScoreChain:
         from app.evaluation.score_chain import CeleryScoreChain, make_breaker
         from workers.celery_app import app as celery

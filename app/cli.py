@@ -214,6 +214,38 @@ def events_replay(event_id: str | None, consumer: str | None) -> None:
     click.echo(f"{count} dead letter(s) queued for redelivery")
 
 
+@main.command()
+@click.option("--role", required=True, type=click.Choice(["admin", "manager", "student"]))
+@click.option("--phone", default=None, help="The student's phone (students only).")
+@click.option("--manager-id", default=None, type=int, help="The manager's id (managers only).")
+@click.option(
+    "--ttl",
+    default=3600,
+    show_default=True,
+    type=click.IntRange(60, 366 * 86400),
+    help="Seconds the token is valid.",
+)
+def token(role: str, phone: str | None, manager_id: int | None, ttl: int) -> None:
+    """Print a token signed with the configured secret, alone on the last line."""
+    from app.security import Tokens
+    from app.shared.phone import normalize_mobile
+
+    if role == "student":
+        if not phone:
+            raise click.UsageError("a student token needs --phone")
+        try:
+            phone = normalize_mobile(phone)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--phone") from None
+    if role == "manager" and manager_id is None:
+        raise click.UsageError("a manager token needs --manager-id")
+    try:
+        issued = Tokens(_settings()).issue(role, phone=phone, manager_id=manager_id, ttl_s=ttl)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(issued)
+
+
 @main.group()
 def mypage() -> None:
     """The My page read model."""

@@ -64,6 +64,17 @@ class Settings:
     sms_http_timeout_s: float = 3.0
     log_level: str = "INFO"
     worker_heartbeat_s: float = 10.0
+    jwt_algorithm: str = "HS256"
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_public_key: str | None = field(default=None, repr=False)
+    jwt_jwks_url: str = ""
+    metrics_token: str | None = field(default=None, repr=False)
+    rate_limit_orders: str = "30/minute"
+    rate_limit_cancels: str = "30/minute"
+    rate_limit_anonymous: str = "60/minute"
+    rate_limit_storage_url: str = "memory://"
+    cors_origins: tuple[str, ...] = ()
+    hsts: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -114,7 +125,45 @@ class Settings:
             sms_http_timeout_s=_float(env, "SMS_HTTP_TIMEOUT_S", 3.0, minimum=0.1),
             log_level=_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             worker_heartbeat_s=_float(env, "WORKER_HEARTBEAT_S", 10.0, minimum=0.1),
+            jwt_algorithm=_choice(env, "JWT_ALGORITHM", "HS256", ("HS256", "RS256")),
+            jwt_secret=_secret(env, "JWT_SECRET"),
+            jwt_public_key=_secret(env, "JWT_PUBLIC_KEY"),
+            jwt_jwks_url=env.get("JWT_JWKS_URL", ""),
+            metrics_token=_secret(env, "METRICS_TOKEN"),
+            rate_limit_orders=_rate(env, "RATE_LIMIT_ORDERS", "30/minute"),
+            rate_limit_cancels=_rate(env, "RATE_LIMIT_CANCELS", "30/minute"),
+            rate_limit_anonymous=_rate(env, "RATE_LIMIT_ANONYMOUS", "60/minute"),
+            rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL")
+            or (broker_url if broker_url.startswith(("redis://", "rediss://")) else "memory://"),
+            cors_origins=tuple(
+                o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()
+            ),
+            hsts=_choice(env, "HSTS", "false", ("true", "false")) == "true",
         )
+
+
+def _secret(env: dict[str, str], name: str) -> str | None:
+    """A secret from NAME, or from the file NAME_FILE names (a mounted Kubernetes secret)."""
+    if env.get(name):
+        return env[name]
+    path = env.get(f"{name}_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+
+
+def _rate(env: dict[str, str], name: str, default: str) -> str:
+    from limits import parse_many
+
+    value = env.get(name) or default
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a rate such as 30/minute, got {value!r}") from None
+    return value
 
 
 def _psycopg(url: str) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import jsonify
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import abort
+from marshmallow import Schema, fields
 from sqlalchemy import text
 
 from app.bootstrap import container
+from app.shared.api import Blueprint
 
 health_blp = Blueprint("health", __name__, url_prefix="/health", description="Probes")
 
@@ -34,15 +35,25 @@ def check_broker() -> str | None:
         return f"{exc.__class__.__name__}"
 
 
+class HealthSchema(Schema):
+    status = fields.Str(required=True)
+    checks = fields.Dict(keys=fields.Str(), values=fields.Str())
+
+
 @health_blp.route("/live")
 class Live(MethodView):
+    @health_blp.doc(security=[])
+    @health_blp.response(200, HealthSchema)
     def get(self):
         """The process answers."""
-        return jsonify(status="ok")
+        return {"status": "ok"}
 
 
 @health_blp.route("/ready")
 class Ready(MethodView):
+    @health_blp.doc(security=[])
+    @health_blp.response(200, HealthSchema)
+    @health_blp.alt_response(503, description="Not ready: `errors` names the failing part")
     def get(self):
         """The database and the broker are reachable; 503 names the failing part."""
         failures = {
@@ -51,7 +62,5 @@ class Ready(MethodView):
             if error
         }
         if failures:
-            response = jsonify(status="unavailable", failing=failures)
-            response.status_code = 503
-            return response
-        return jsonify(status="ok", checks={"database": "ok", "broker": "ok"})
+            abort(503, message=f"not ready: {', '.join(failures)}", errors=failures)
+        return {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}

@@ -171,6 +171,11 @@ def install(app, container) -> None:
 
     @app.get("/metrics")
     def metrics():
+        token = container.settings.metrics_token
+        if token and request.headers.get("Authorization") != f"Bearer {token}":
+            return Response(
+                "metrics need METRICS_TOKEN\n", status=401, headers={"WWW-Authenticate": "Bearer"}
+            )
         body, status, headers = metrics_response(container)
         return Response(body, status=status, headers=headers)
 

@@ -20,15 +20,18 @@ trap 'stop; echo "--- run.log (tail)"; tail -40 "$work/run.log"' ERR
 for _ in $(seq 1 120); do curl -fs "$base/health/ready" >/dev/null && break; sleep 0.5; done
 curl -fs "$base/health/ready"; echo
 json='content-type: application/json'
-curl -fs -XPOST "$base/managers" -H "$json" -d '{"name":"스모크매니저","phone":"010-1000-2000"}'; echo
-curl -fs -XPOST "$base/courses" -H "$json" \
+# Without a token: 401. With one made by `onlinestudy token` in the same folder: allowed.
+test "$(curl -s -o /dev/null -w '%{http_code}' "$base/orders")" = 401
+auth="Authorization: Bearer $("$root/.venv/bin/onlinestudy" token --role admin | tail -1)"
+curl -fs -XPOST "$base/managers" -H "$auth" -H "$json" -d '{"name":"스모크매니저","phone":"010-1000-2000"}'; echo
+curl -fs -XPOST "$base/courses" -H "$auth" -H "$json" \
   -d "{\"course_no\":\"$course\",\"title\":\"스모크 강좌\",\"price\":1000}"; echo
-curl -fs -XPOST "$base/orders" -H "$json" \
+curl -fs -XPOST "$base/orders" -H "$auth" -H "$json" \
   -d "{\"course_no\":\"$course\",\"phone\":\"$phone\",\"begin_date\":\"2026-12-01\",\"end_date\":\"2026-12-31\"}"; echo
 
 row=""
 for _ in $(seq 1 100); do
-  row=$(curl -fs "$base/mypage/$phone")
+  row=$(curl -fs -H "$auth" "$base/mypage/$phone")
   grep -q '"learning_status":"STARTED"' <<<"$row" && break
   sleep 0.2
 done

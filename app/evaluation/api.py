@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from app.bootstrap import container
 from app.evaluation import handlers
 from app.evaluation.model import EvaluationStatus
+from app.security import ensure_visible, manager_scope, require_role
+from app.shared.api import Blueprint
 
 evaluations_blp = Blueprint(
     "evaluations", __name__, url_prefix="/evaluations", description="Evaluations and final scores"
@@ -47,48 +48,62 @@ class EvaluationQuerySchema(Schema):
     )
 
 
+def visible_evaluation(evaluation_id: int):
+    """Admins see every evaluation, a manager those of their learnings; else 404."""
+    require_role("manager")
+    evaluation = handlers.get_evaluation(container().evaluation_uow(), evaluation_id)
+    mine = manager_scope()
+    ensure_visible(mine is None or evaluation.manager_id == mine, f"evaluation {evaluation_id}")
+    return evaluation
+
+
 @evaluations_blp.route("")
 class Evaluations(MethodView):
     @evaluations_blp.arguments(EvaluationQuerySchema, location="query")
     @evaluations_blp.response(200, EvaluationSchema(many=True))
     @evaluations_blp.paginate()
     def get(self, query, pagination_parameters):
+        """Evaluations by order and status; a manager sees only their own."""
+        require_role("manager")
         with container().evaluation_uow() as uow:
             items, total = uow.evaluations.list(
                 query.get("order_no"),
                 query.get("status"),
                 pagination_parameters.first_item,
                 pagination_parameters.page_size,
+                manager_id=manager_scope(),
             )
         pagination_parameters.item_count = total
         return items
 
 
-@evaluations_blp.route("/<int:evaluation_id>")
+@evaluations_blp.route("/<int(max=2147483647):evaluation_id>")
 class EvaluationById(MethodView):
     @evaluations_blp.response(200, EvaluationSchema)
     def get(self, evaluation_id):
-        return handlers.get_evaluation(container().evaluation_uow(), evaluation_id)
+        return visible_evaluation(evaluation_id)
 
 
-@evaluations_blp.route("/<int:evaluation_id>/records")
+@evaluations_blp.route("/<int(max=2147483647):evaluation_id>/records")
 class EvaluationRecords(MethodView):
     @evaluations_blp.arguments(RecordSchema)
     @evaluations_blp.response(201, RecordSchema)
     def post(self, body, evaluation_id):
         """Record an interim score (0..100) while the evaluation is IN_PROGRESS."""
+        visible_evaluation(evaluation_id)
         return handlers.record_evaluation(
             container().evaluation_uow(), handlers.RecordEvaluation(evaluation_id, **body)
         )
 
 
-@evaluations_blp.route("/<int:evaluation_id>/final")
+@evaluations_blp.route("/<int(max=2147483647):evaluation_id>/final")
 class FinalScore(MethodView):
     @evaluations_blp.arguments(FinalScoreSchema)
     @evaluations_blp.response(200, EvaluationSchema)
     @evaluations_blp.alt_response(503, description="Orders side unavailable; see Retry-After")
     def post(self, body, evaluation_id):
         """Register the final score: on the order and the evaluation at once, or 503/409."""
+        visible_evaluation(evaluation_id)
         c = container()
         return handlers.register_final_score(
             c.evaluation_uow(),

@@ -24,13 +24,20 @@ class EvaluationRepository:
         ).scalar_one_or_none()
 
     def list(
-        self, order_no: str | None, status: str | None, offset: int, limit: int
+        self,
+        order_no: str | None,
+        status: str | None,
+        offset: int,
+        limit: int,
+        manager_id: int | None = None,
     ) -> tuple[list[Evaluation], int]:
         stmt = select(Evaluation)
         if order_no:
             stmt = stmt.where(Evaluation.order_no == order_no)
         if status:
             stmt = stmt.where(Evaluation.status == status)
+        if manager_id is not None:
+            stmt = stmt.where(Evaluation.manager_id == manager_id)
         total = self.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
         items = (
             self.session.execute(stmt.order_by(Evaluation.id.desc()).offset(offset).limit(limit))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import abort
 from marshmallow import Schema, fields, validate
 
 from app.bootstrap import container
 from app.learning import handlers
 from app.learning.model import LearningStatus
-from app.shared.api import KoreanMobile
+from app.security import ensure_visible, manager_scope, require_role
+from app.shared.api import Blueprint, KoreanMobile
 
 managers_blp = Blueprint(
     "managers", __name__, url_prefix="/managers", description="Learning managers"
@@ -40,7 +41,7 @@ class LearningSchema(Schema):
 
 class LearningQuerySchema(Schema):
     order_no = fields.Str(validate=validate.Length(max=32))
-    manager_id = fields.Int()
+    manager_id = fields.Int(validate=validate.Range(1, 2**31 - 1))
     status = fields.Str(
         validate=validate.OneOf(
             [
@@ -59,12 +60,14 @@ class Managers(MethodView):
     @managers_blp.response(201, ManagerSchema)
     def post(self, body):
         """Register a manager (admin); waiting learnings may start with them."""
+        require_role()
         return handlers.register_manager(
             container().learning_uow(), handlers.RegisterManager(**body)
         )
 
     @managers_blp.response(200, ManagerSchema(many=True))
     def get(self):
+        require_role("manager")
         with container().learning_uow() as uow:
             return uow.managers.list()
 
@@ -75,10 +78,13 @@ class Learnings(MethodView):
     @learnings_blp.response(200, LearningSchema(many=True))
     @learnings_blp.paginate()
     def get(self, query, pagination_parameters):
+        """Learnings by order, manager and status; a manager sees only their own."""
+        require_role("manager")
+        manager_id = manager_scope() or query.get("manager_id")
         with container().learning_uow() as uow:
             items, total = uow.learnings.list(
                 query.get("order_no"),
-                query.get("manager_id"),
+                manager_id,
                 query.get("status"),
                 pagination_parameters.first_item,
                 pagination_parameters.page_size,
@@ -87,23 +93,37 @@ class Learnings(MethodView):
         return items
 
 
-@learnings_blp.route("/<int:learning_id>")
+def visible_learning(learning_id: int):
+    """Admins see every learning; a manager theirs and the WAITING ones (to take)."""
+    require_role("manager")
+    learning = handlers.get_learning(container().learning_uow(), learning_id)
+    mine = manager_scope()
+    ensure_visible(mine is None or learning.manager_id in (mine, None), f"learning {learning_id}")
+    return learning
+
+
+@learnings_blp.route("/<int(max=2147483647):learning_id>")
 class LearningById(MethodView):
     @learnings_blp.response(200, LearningSchema)
     def get(self, learning_id):
-        return handlers.get_learning(container().learning_uow(), learning_id)
+        return visible_learning(learning_id)
 
 
 class StartSchema(Schema):
-    manager_id = fields.Int(required=True, strict=True)
+    manager_id = fields.Int(required=True, strict=True, validate=validate.Range(1, 2**31 - 1))
 
 
-@learnings_blp.route("/<int:learning_id>/start")
+@learnings_blp.route("/<int(max=2147483647):learning_id>/start")
 class LearningStart(MethodView):
     @learnings_blp.arguments(StartSchema)
     @learnings_blp.response(200, LearningSchema)
     def post(self, body, learning_id):
-        """Start a WAITING learning with the given manager (409 unless WAITING)."""
+        """Start a WAITING learning with the given manager (409 unless WAITING); a manager
+        may only take it on themselves."""
+        visible_learning(learning_id)
+        mine = manager_scope()
+        if mine is not None and body["manager_id"] != mine:
+            abort(403, message="a manager starts a learning only with themselves")
         return handlers.start_learning(
             container().learning_uow(), handlers.StartLearning(learning_id, body["manager_id"])
         )

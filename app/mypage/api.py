@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import Schema, fields
 
 from app.bootstrap import container
 from app.mypage.views import count_for_phone, rows_for_phone
+from app.security import ensure_visible, require_role, student_phone
+from app.shared.api import Blueprint
 from app.shared.phone import normalize_mobile
 
 mypage_blp = Blueprint(
@@ -41,6 +43,8 @@ class MyPage(MethodView):
             phone = normalize_mobile(phone)
         except ValueError as exc:
             abort(422, message=f"phone: {exc}")
+        require_role("student")
+        ensure_visible(student_phone() in (None, phone), "My page")
         with container().main_session() as session:
             pagination_parameters.item_count = count_for_phone(session, phone)
             return rows_for_phone(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from app.bootstrap import container
-from app.shared.api import KoreanMobile
+from app.security import require_role, student_phone
+from app.shared.api import Blueprint, KoreanMobile
 
 sms_blp = Blueprint("sms", __name__, url_prefix="/sms", description="SMS sent to students")
 
@@ -37,9 +37,11 @@ class SmsMessages(MethodView):
     @sms_blp.response(200, SmsSchema(many=True))
     @sms_blp.paginate()
     def get(self, query, pagination_parameters):
+        require_role("student")
+        phone = student_phone() or query.get("phone")
         with container().notification_uow() as uow:
             items, total = uow.messages.list(
-                query.get("phone"),
+                phone,
                 query.get("order_no"),
                 pagination_parameters.first_item,
                 pagination_parameters.page_size,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import wraps
 from http import HTTPStatus
 
+import flask_smorest
 from flask import Flask, jsonify
-from flask_smorest import Api
+from flask_smorest import Api, abort
 from marshmallow import ValidationError, fields
 
 from app.shared.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
@@ -21,6 +23,31 @@ _MESSAGES = {
     422: "The request is not valid; see errors.",
     500: "Internal error.",
 }
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint whose paging also bounds `page` (it bounds only page_size):
+    a page far out would overflow the database's OFFSET."""
+
+    MAX_PAGE = 1_000_000
+
+    def paginate(self, pager=None, **kwargs):
+        paginated = super().paginate(pager, **kwargs)
+
+        def decorator(view):
+            @wraps(view)
+            def bounded(*args, pagination_parameters, **kw):
+                if pagination_parameters.page > self.MAX_PAGE:
+                    abort(
+                        422,
+                        message="The request is not valid; see errors.",
+                        errors={"query": {"page": [f"Must be at most {self.MAX_PAGE}."]}},
+                    )
+                return view(*args, pagination_parameters=pagination_parameters, **kw)
+
+            return paginated(bounded)
+
+        return decorator
 
 
 class OnlineStudyApi(Api):
@@ -63,3 +90,28 @@ class KoreanMobile(fields.String):
             return normalize_mobile(raw)
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
+
+
+def refuse_nul_characters(app: Flask) -> None:
+    """PostgreSQL text cannot hold U+0000: refuse it anywhere in a request with a 422 rather
+    than fail deep inside a query."""
+    from flask import request
+    from flask_smorest import abort
+
+    def has_nul(value) -> bool:
+        if isinstance(value, str):
+            return "\x00" in value
+        if isinstance(value, dict):
+            return any(has_nul(k) or has_nul(v) for k, v in value.items())
+        if isinstance(value, list):
+            return any(has_nul(v) for v in value)
+        return False
+
+    @app.before_request
+    def _no_nul():
+        if (
+            has_nul(request.path)
+            or has_nul(list(request.args.values()))
+            or (request.is_json and has_nul(request.get_json(silent=True)))
+        ):
+            abort(422, message="NUL characters are not accepted")

@@ -8,9 +8,10 @@ from tests.helpers import course_body, eventually, order_body, random_phone
 
 
 class Client:
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, token: str):
         self.base_url = base_url
         self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {token}"
 
     def post(self, path: str, body: dict | None = None, expect: int | None = None):
         response = self.http.post(f"{self.base_url}{path}", json=body or {}, timeout=15)

@@ -13,6 +13,8 @@ import pytest
 import redis
 import requests
 
+from app.config import Settings
+from app.security import Tokens
 from tests.conftest import drop_database, fresh_database
 from tests.helpers import eventually
 
@@ -42,6 +44,8 @@ class Processes:
         self.env, self.logs = env, logs
         self.running: dict[str, subprocess.Popen] = {}
         self.base_url = ""
+        # Signed with the system's JWT_SECRET, as `onlinestudy token --role admin` would.
+        self.admin_token = Tokens(Settings.from_env(env)).issue("admin")
 
     def start(self, name: str, *args: str, **env: str) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
@@ -116,6 +120,7 @@ def e2e_env(tmp_path_factory):
         REDELIVERY_TIMEOUT_S="2",
         SCORE_SYNC_TIMEOUT_S="2",
         WORKER_HEARTBEAT_S="1",
+        JWT_SECRET="e2e-tests-secret-0123456789abcdef",
         LOG_LEVEL="INFO",
     )
     redis.Redis.from_url(E2E_REDIS_URL).flushdb()

@@ -42,18 +42,30 @@ def test_the_embedded_default_runs_the_slice_and_stops_on_ctrl_c(tmp_path):
                 raise AssertionError("not up") from exc
 
         eventually(up, timeout_s=60)
-        requests.post(
+        # A token as the README says: `onlinestudy token`, in the same folder as the system.
+        issued = subprocess.run(
+            [sys.executable, "-m", "app.cli", "token", "--role", "admin"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {issued.stdout.strip().splitlines()[-1]}"
+        assert requests.get(f"{base}/orders", timeout=10).status_code == 401
+        http.post(
             f"{base}/managers", json={"name": "임매니저", "phone": random_phone()}, timeout=10
         ).raise_for_status()
-        course = requests.post(f"{base}/courses", json=course_body(), timeout=10).json()
+        course = http.post(f"{base}/courses", json=course_body(), timeout=10).json()
         phone = random_phone()
-        order = requests.post(
+        order = http.post(
             f"{base}/orders", json=order_body(course["course_no"], phone=phone), timeout=10
         )
         assert order.status_code == 201
 
         def on_my_page():
-            rows = requests.get(f"{base}/mypage/{phone}", timeout=10).json()
+            rows = http.get(f"{base}/mypage/{phone}", timeout=10).json()
             assert len(rows) == 1
             row = rows[0]
             assert row["learning_status"] == "STARTED" and row["manager_name"] == "임매니저"

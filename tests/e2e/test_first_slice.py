@@ -11,14 +11,22 @@ from tests.e2e.conftest import E2E_REDIS_URL
 from tests.helpers import course_body, eventually, order_body, random_phone
 
 
+def _auth(system) -> dict:
+    return {"Authorization": f"Bearer {system.admin_token}"}
+
+
 def post(system, path, body):
-    response = requests.post(f"{system.base_url}{path}", json=body, timeout=10)
+    response = requests.post(
+        f"{system.base_url}{path}", json=body, timeout=10, headers=_auth(system)
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
 
 def get(system, path, **params):
-    response = requests.get(f"{system.base_url}{path}", params=params, timeout=10)
+    response = requests.get(
+        f"{system.base_url}{path}", params=params, timeout=10, headers=_auth(system)
+    )
     assert response.status_code == 200, response.text
     return response.json()
 

@@ -13,7 +13,7 @@ from tests.helpers import eventually, random_phone
 
 @pytest.fixture
 def api(system) -> Client:
-    return Client(system.base_url)
+    return Client(system.base_url, system.admin_token)
 
 
 def test_given_an_evaluation_when_the_final_score_is_given_then_it_is_on_the_order_at_once(api):
@@ -186,7 +186,9 @@ def test_given_the_learning_backlog_over_the_limit_orders_get_503_and_nothing_is
     api, system
 ):
     api.a_manager("장매니저")
-    limited = Client(system.start_api("api-limited", LEARNING_BACKLOG_LIMIT="2"))
+    limited = Client(
+        system.start_api("api-limited", LEARNING_BACKLOG_LIMIT="2"), system.admin_token
+    )
     system.stop("worker-others")  # the learning queue's worker
     try:
         accepted, refused = [], None

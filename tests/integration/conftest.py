@@ -24,6 +24,8 @@ def _settings(name: str, var_dir) -> Settings:
             "CELERY_RESULT_BACKEND": REDIS_URL,
             "ONLINESTUDY_VAR_DIR": str(var_dir),
             "MAX_ATTEMPTS": "3",
+            "JWT_SECRET": "integration-tests-secret-0123456789abcdef-0123456789abcdef-0123",
+            "RATE_LIMIT_STORAGE_URL": "memory://",
         }
     )
     upgrade(settings)
@@ -76,9 +78,26 @@ def container(it_settings, engines):
         connection.close()
 
 
+def _with_token(test_client, token: str):
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return test_client
+
+
 @pytest.fixture
 def client(it_settings, container):
-    return create_app(it_settings, container=container).test_client()
+    """An admin's client (most tests are about behaviour, not access)."""
+    app = create_app(it_settings, container=container)
+    return _with_token(app.test_client(), container.tokens.issue("admin"))
+
+
+@pytest.fixture
+def client_as(client, container):
+    """client_as("student", phone=...) / ("manager", manager_id=...): another role's client."""
+
+    def make(role: str, **claims):
+        return _with_token(client.application.test_client(), container.tokens.issue(role, **claims))
+
+    return make
 
 
 class FakeCelery:

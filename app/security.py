@@ -1,0 +1,267 @@
+"""Who is calling (Bearer JWT), what they may do (roles, ownership), and abuse limits.
+
+Roles: `admin` (everything), `manager` (their learnings and evaluations, and those orders),
+`student` (orders, SMS and My page of their own phone). Another person's resource answers 404,
+so that its existence is not revealed; a request the role may never make answers 403.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from flask import Flask, g, request
+from flask_cors import CORS
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_smorest import abort
+
+from app.config import ConfigError, Settings
+
+ROLES = ("admin", "manager", "student")
+ISSUER = "onlinestudy"
+# No token needed: probes, metrics (their own token, if set) and the API's description.
+PUBLIC_PREFIXES = ("/health/", "/metrics", "/openapi.json", "/docs")
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    role: str
+    phone: str | None = None
+    manager_id: int | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+def instance_secret(var_dir: Path) -> str:
+    """The embedded default's secret: made once, kept in the instance folder (mode 600)."""
+    path = var_dir / "jwt-secret"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+class Tokens:
+    """Verifies tokens (HS256 with JWT_SECRET, or RS256 with a public key or a JWKS URL) and,
+    with a secret, issues them."""
+
+    def __init__(self, settings: Settings):
+        self.algorithm = settings.jwt_algorithm
+        self._jwks = None
+        self._secret = None
+        self._public_key = settings.jwt_public_key
+        if self.algorithm == "HS256":
+            self._secret = settings.jwt_secret or (
+                instance_secret(settings.var_dir) if settings.embedded else None
+            )
+            if not self._secret:
+                raise ConfigError(
+                    "JWT_SECRET (or JWT_SECRET_FILE) is required outside the "
+                    "embedded mode; there is no default secret"
+                )
+            if len(self._secret) < 32:
+                raise ConfigError("JWT_SECRET must be at least 32 characters")
+        elif settings.jwt_jwks_url:
+            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300)
+        elif not self._public_key:
+            raise ConfigError("JWT_ALGORITHM=RS256 needs JWT_PUBLIC_KEY(_FILE) or JWT_JWKS_URL")
+
+    def issue(
+        self,
+        role: str,
+        phone: str | None = None,
+        manager_id: int | None = None,
+        ttl_s: int = 3600,
+        subject: str | None = None,
+    ) -> str:
+        if self._secret is None:
+            raise ConfigError("tokens are issued by your identity provider (RS256)")
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        now = int(time.time())
+        claims = {
+            "sub": subject or f"{role}:{phone or manager_id or 'cli'}",
+            "role": role,
+            "iss": ISSUER,
+            "iat": now,
+            "exp": now + ttl_s,
+        }
+        if phone:
+            claims["phone"] = phone
+        if manager_id is not None:
+            claims["manager_id"] = manager_id
+        return jwt.encode(claims, self._secret, algorithm="HS256")
+
+    def verify(self, token: str) -> Principal:
+        """The caller, or jwt.InvalidTokenError."""
+        if self._jwks is not None:
+            key = self._jwks.get_signing_key_from_jwt(token).key
+        else:
+            key = self._secret or self._public_key
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[self.algorithm],
+            options={"require": ["exp", "sub", "role"]},
+            leeway=30,
+        )
+        role = claims["role"]
+        if role not in ROLES:
+            raise jwt.InvalidTokenError("unknown role")
+        if role == "student" and not claims.get("phone"):
+            raise jwt.InvalidTokenError("a student token names a phone")
+        if role == "manager" and not isinstance(claims.get("manager_id"), int):
+            raise jwt.InvalidTokenError("a manager token names a manager_id")
+        return Principal(str(claims["sub"]), role, claims.get("phone"), claims.get("manager_id"))
+
+
+# --- per request --------------------------------------------------------------------------
+
+
+def current() -> Principal:
+    return g.principal
+
+
+def require_role(*roles: str) -> Principal:
+    """403 unless the caller has one of `roles` (admins always pass)."""
+    principal = current()
+    if not principal.is_admin and principal.role not in roles:
+        abort(403, message=f"a {principal.role} may not do this")
+    return principal
+
+
+def ensure_visible(visible: bool, what: str) -> None:
+    """404 for what the caller may not see: the same answer as for what does not exist."""
+    if not visible:
+        abort(404, message=f"{what} not found")
+
+
+def student_phone() -> str | None:
+    """The phone a student's reads are confined to; None for admins."""
+    principal = current()
+    return principal.phone if principal.role == "student" else None
+
+
+def manager_scope() -> int | None:
+    """The manager id a manager's reads are confined to; None for admins."""
+    principal = current()
+    return principal.manager_id if principal.role == "manager" else None
+
+
+def client_key() -> str:
+    """Rate limits count per caller: the token's subject, else the address."""
+    principal = g.get("principal")
+    return f"sub:{principal.subject}" if principal else f"ip:{get_remote_address()}"
+
+
+def _is_admin() -> bool:
+    principal = g.get("principal")
+    return bool(principal and principal.is_admin)
+
+
+def _has_token() -> bool:
+    return g.get("principal") is not None
+
+
+# One limiter for the process; the limits are read from the current app's settings at each
+# request. Requests without a token count against the default limit, per address.
+limiter = Limiter(
+    key_func=client_key,
+    headers_enabled=True,
+    strategy="fixed-window",
+    default_limits=[lambda: _settings().rate_limit_anonymous],
+    default_limits_exempt_when=lambda: _has_token(),
+)
+
+
+def order_limit():
+    return limiter.limit(
+        lambda: _settings().rate_limit_orders, methods=["POST"], exempt_when=_is_admin
+    )
+
+
+def cancel_limit():
+    return limiter.limit(
+        lambda: _settings().rate_limit_cancels, methods=["POST"], exempt_when=_is_admin
+    )
+
+
+def _settings() -> Settings:
+    from app.bootstrap import container
+
+    return container().settings
+
+
+def install(app: Flask, settings: Settings, tokens: Tokens) -> None:
+    app.config.update(
+        RATELIMIT_STORAGE_URI=settings.rate_limit_storage_url,
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,  # the limit store down must not take the API down
+    )
+
+    # Three steps in this order: read the token (so the limiter knows the caller), count the
+    # request against the limits (flask-limiter's own hook), then refuse it if unauthenticated.
+    @app.before_request
+    def _identify():
+        g.principal, g.auth_error = None, None
+        if request.path.startswith(PUBLIC_PREFIXES) or request.method == "OPTIONS":
+            return
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            g.auth_error = ("a Bearer token is required", 'Bearer realm="onlinestudy"')
+            return
+        try:
+            g.principal = tokens.verify(header[len("Bearer ") :].strip())
+        except jwt.PyJWTError as exc:
+            g.auth_error = (f"invalid token: {exc}", 'Bearer error="invalid_token"')
+
+    limiter.init_app(app)
+
+    @app.before_request
+    def _authenticate():
+        if g.get("auth_error"):
+            message, challenge = g.auth_error
+            abort(401, message=message, headers={"WWW-Authenticate": challenge})
+
+    @limiter.request_filter
+    def _probes_are_free() -> bool:
+        return request.path.startswith(PUBLIC_PREFIXES)
+
+    if settings.cors_origins:
+        CORS(
+            app,
+            origins=list(settings.cors_origins),
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Pagination", "X-Request-ID", "Retry-After"],
+        )
+
+    @app.after_request
+    def _security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Cache-Control", "no-store")
+        if not request.path.startswith("/docs"):  # the UI loads its scripts from a CDN
+            response.headers.setdefault(
+                "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"
+            )
+        if settings.hsts:
+            response.headers.setdefault(
+                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+            )
+        return response

@@ -1,0 +1,247 @@
+"""Who may do what (SPEC 8 + issue 5): every endpoint against every role, tokens, limits."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jwt
+import pytest
+
+from app import create_app
+from app.bootstrap import Container
+from tests.helpers import course_body, order_body, random_phone
+from tests.integration.test_api_flow import deliver_all
+
+
+@pytest.fixture
+def world(client, client_as, container):
+    """Two managers, two students; student one's order is run by manager one."""
+    manager_one = client.post("/managers", json={"name": "일매니저", "phone": random_phone()}).json
+    course = client.post("/courses", json=course_body()).json
+    one, two = random_phone(), random_phone()
+    order = client.post("/orders", json=order_body(course["course_no"], phone=one)).json
+    deliver_all(container, order["order_no"])  # learning with manager one, evaluation open
+    manager_two = client.post("/managers", json={"name": "이매니저", "phone": random_phone()}).json
+    learning = client.get("/learnings", query_string={"order_no": order["order_no"]}).json[0]
+    evaluation = client.get("/evaluations", query_string={"order_no": order["order_no"]}).json[0]
+    assert learning["manager_id"] == manager_one["id"]
+    return dataclasses.make_dataclass(
+        "World", ["clients", "course", "order", "learning", "evaluation", "phones"]
+    )(
+        clients={
+            "admin": client,
+            "manager_one": client_as("manager", manager_id=manager_one["id"]),
+            "manager_two": client_as("manager", manager_id=manager_two["id"]),
+            "student_one": client_as("student", phone=one),
+            "student_two": client_as("student", phone=two),
+        },
+        course=course,
+        order=order,
+        learning=learning,
+        evaluation=evaluation,
+        phones={"one": one, "two": two},
+    )
+
+
+# (who, method, path template, body) -> expected status. 404 = "not yours", 403 = "never you".
+MATRIX = [
+    ("student_two", "get", "/courses", None, 200),
+    ("manager_one", "get", "/courses/{course}", None, 200),
+    ("student_one", "post", "/courses", "course", 403),
+    ("manager_one", "patch", "/courses/{course}", {"price": 1}, 403),
+    ("admin", "patch", "/courses/{course}", {"price": 1}, 200),
+    ("student_one", "post", "/orders", "order_one", 201),
+    ("student_two", "post", "/orders", "order_one", 403),
+    ("manager_one", "post", "/orders", "order_one", 403),
+    ("admin", "get", "/orders", None, 200),
+    ("manager_one", "get", "/orders", None, 403),
+    ("admin", "get", "/orders/{order}", None, 200),
+    ("student_one", "get", "/orders/{order}", None, 200),
+    ("student_two", "get", "/orders/{order}", None, 404),
+    ("manager_one", "get", "/orders/{order}", None, 200),
+    ("manager_two", "get", "/orders/{order}", None, 404),
+    ("student_two", "post", "/orders/{order}/cancel", None, 404),
+    ("manager_one", "post", "/orders/{order}/cancel", None, 403),
+    ("student_one", "post", "/managers", {"name": "x", "phone": "010-2222-3333"}, 403),
+    ("manager_one", "post", "/managers", {"name": "x", "phone": "010-2222-3333"}, 403),
+    ("manager_one", "get", "/managers", None, 200),
+    ("student_one", "get", "/managers", None, 403),
+    ("student_one", "get", "/learnings", None, 403),
+    ("manager_one", "get", "/learnings/{learning}", None, 200),
+    ("manager_two", "get", "/learnings/{learning}", None, 404),
+    ("student_one", "get", "/learnings/{learning}", None, 403),
+    ("manager_two", "post", "/learnings/{learning}/start", "manager_two", 404),
+    ("admin", "post", "/learnings/{learning}/start", "manager_two", 409),
+    ("student_one", "get", "/evaluations", None, 403),
+    ("manager_one", "get", "/evaluations/{evaluation}", None, 200),
+    ("manager_two", "get", "/evaluations/{evaluation}", None, 404),
+    ("student_one", "get", "/evaluations/{evaluation}", None, 403),
+    ("manager_one", "post", "/evaluations/{evaluation}/records", {"score": 50}, 201),
+    ("manager_two", "post", "/evaluations/{evaluation}/records", {"score": 50}, 404),
+    ("student_one", "post", "/evaluations/{evaluation}/records", {"score": 99}, 403),
+    ("manager_two", "post", "/evaluations/{evaluation}/final", {"score": 90}, 404),
+    ("student_one", "post", "/evaluations/{evaluation}/final", {"score": 100}, 403),
+    ("student_one", "get", "/sms", None, 200),
+    ("manager_one", "get", "/sms", None, 403),
+    ("student_one", "get", "/mypage/{phone_one}", None, 200),
+    ("student_two", "get", "/mypage/{phone_one}", None, 404),
+    ("manager_one", "get", "/mypage/{phone_one}", None, 403),
+    ("admin", "get", "/mypage/{phone_one}", None, 200),
+]
+
+
+@pytest.mark.parametrize(
+    "who, method, path, body, expected", MATRIX, ids=[f"{m[0]}-{m[1]}-{m[2]}" for m in MATRIX]
+)
+def test_each_role_gets_what_it_may_and_no_more(world, who, method, path, body, expected):
+    url = path.format(
+        course=world.course["course_no"],
+        order=world.order["order_no"],
+        learning=world.learning["id"],
+        evaluation=world.evaluation["id"],
+        phone_one=world.phones["one"],
+    )
+    if body == "course":
+        body = course_body()
+    elif body == "order_one":
+        other = world.clients["admin"].post("/courses", json=course_body()).json
+        body = order_body(other["course_no"], phone=world.phones["one"])
+    elif body == "manager_two":
+        body = {"manager_id": world.clients["manager_two"].get("/managers").json[-1]["id"]}
+    response = getattr(world.clients[who], method)(url, json=body)
+    assert response.status_code == expected, response.json
+
+
+def test_reads_are_confined_to_what_is_yours(world, client_as):
+    student_two = world.clients["student_two"]
+    # a phone filter cannot widen a student's view
+    assert student_two.get("/orders", query_string={"phone": world.phones["one"]}).json == []
+    assert student_two.get("/sms", query_string={"phone": world.phones["one"]}).json == []
+    mine = world.clients["student_one"].get("/orders").json
+    assert [o["order_no"] for o in mine] == [world.order["order_no"]]
+    listed = world.clients["manager_two"].get("/learnings").json
+    assert world.learning["id"] not in [x["id"] for x in listed]
+    evaluations = world.clients["manager_two"].get("/evaluations").json
+    assert world.evaluation["id"] not in [e["id"] for e in evaluations]
+
+
+def test_a_student_cancels_their_own_order(world):
+    response = world.clients["student_one"].post(f"/orders/{world.order['order_no']}/cancel")
+    assert response.status_code == 200 and response.json["status"] == "CANCELLED"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "Bearer",
+        "Bearer not.a.jwt",
+        "Basic YWRtaW46YWRtaW4=",
+    ],
+)
+def test_without_a_valid_token_the_answer_is_401(client, header):
+    anonymous = client.application.test_client()
+    headers = {"Authorization": header} if header else {}
+    response = anonymous.get("/orders", headers=headers)
+    assert response.status_code == 401
+    assert response.json["code"] == 401 and "WWW-Authenticate" in response.headers
+
+
+def test_expired_foreign_and_incomplete_tokens_are_refused(client, container):
+    anonymous = client.application.test_client()
+    now = int(time.time())
+    secret = container.settings.jwt_secret
+    tokens = [
+        jwt.encode({"sub": "a", "role": "admin", "exp": now - 3600}, secret, "HS256"),
+        jwt.encode({"sub": "a", "role": "admin", "exp": now + 60}, "another-secret", "HS256"),
+        jwt.encode({"sub": "a", "role": "student", "exp": now + 60}, secret, "HS256"),
+        jwt.encode({"sub": "a", "role": "root", "exp": now + 60}, secret, "HS256"),
+        jwt.encode({"sub": "a", "role": "admin"}, secret, "HS256"),
+        jwt.encode({"sub": "a", "role": "admin", "exp": now + 60}, secret, "HS512"),
+    ]
+    for token in tokens:
+        response = anonymous.get("/orders", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, token
+
+
+def test_probes_metrics_and_the_api_description_need_no_token(client):
+    anonymous = client.application.test_client()
+    for path in ("/health/live", "/health/ready", "/metrics", "/openapi.json"):
+        assert anonymous.get(path).status_code == 200, path
+    spec = anonymous.get("/openapi.json").json
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert spec["security"] == [{"bearerAuth": []}]
+    assert spec["paths"]["/health/live"]["get"]["security"] == []
+
+
+def make_app(it_settings, container_settings=None, **changes):
+    settings = dataclasses.replace(it_settings, **changes)
+    return create_app(settings, container=Container(settings))
+
+
+def test_too_many_orders_from_one_student_get_429_with_retry_after(it_settings):
+    app = make_app(it_settings, rate_limit_orders="2/minute")
+    tokens = app.extensions["onlinestudy"].tokens
+    phone = random_phone()
+    student = app.test_client()
+    student.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens.issue('student', phone=phone)}"
+    answers = [
+        student.post("/orders", json=order_body("NOPE", phone=phone)).status_code for _ in range(3)
+    ]
+    assert answers == [404, 404, 429]
+    limited = student.post("/orders", json=order_body("NOPE", phone=phone))
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    assert limited.json["code"] == 429
+    admin = app.test_client()
+    admin.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens.issue('admin')}"
+    assert [admin.post("/orders", json=order_body("NOPE")).status_code for _ in range(3)] == [
+        404
+    ] * 3  # admin tools are not limited
+
+
+def test_requests_without_a_token_are_limited_per_address(it_settings):
+    app = make_app(it_settings, rate_limit_anonymous="3/minute")
+    anonymous = app.test_client()
+    answers = [anonymous.get("/courses").status_code for _ in range(4)]
+    assert answers == [401, 401, 401, 429]
+    assert anonymous.get("/health/live").status_code == 200  # probes are never limited
+
+
+def test_an_oversized_body_is_413(client):
+    response = client.post("/courses", json=course_body(description="가" * 1_000_000))
+    assert response.status_code == 413 and response.json["code"] == 413
+
+
+def test_cors_is_closed_by_default_and_opens_to_the_configured_origins(client, it_settings):
+    origin = {"Origin": "https://evil.example"}
+    assert "Access-Control-Allow-Origin" not in client.get("/courses", headers=origin).headers
+    app = make_app(it_settings, cors_origins=("https://app.onlinestudy.example",))
+    opened = app.test_client().options(
+        "/courses",
+        headers={
+            "Origin": "https://app.onlinestudy.example",
+            "Access-Control-Request-Method": "GET",
+        },
+    )
+    assert opened.headers["Access-Control-Allow-Origin"] == "https://app.onlinestudy.example"
+    refused = app.test_client().options(
+        "/courses",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "Access-Control-Allow-Origin" not in refused.headers
+
+
+def test_security_headers_are_set(client):
+    headers = client.get("/courses").headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert headers["Cache-Control"] == "no-store"
+
+
+def test_metrics_can_be_closed_with_their_own_token(it_settings):
+    app = make_app(it_settings, metrics_token="scrape-me")
+    scraper = app.test_client()
+    assert scraper.get("/metrics").status_code == 401
+    assert scraper.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 200
