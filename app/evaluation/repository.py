@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.evaluation.model import Evaluation
+from app.shared.db import paged, where_given
 
 
 class EvaluationRepository:
@@ -31,17 +32,10 @@ class EvaluationRepository:
         limit: int,
         manager_id: int | None = None,
     ) -> tuple[list[Evaluation], int]:
-        stmt = select(Evaluation)
-        if order_no:
-            stmt = stmt.where(Evaluation.order_no == order_no)
-        if status:
-            stmt = stmt.where(Evaluation.status == status)
-        if manager_id is not None:
-            stmt = stmt.where(Evaluation.manager_id == manager_id)
-        total = self.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-        items = (
-            self.session.execute(stmt.order_by(Evaluation.id.desc()).offset(offset).limit(limit))
-            .scalars()
-            .all()
+        stmt = where_given(
+            select(Evaluation),
+            (Evaluation.order_no, order_no),
+            (Evaluation.status, status),
+            (Evaluation.manager_id, manager_id),
         )
-        return list(items), total
+        return paged(self.session, stmt, Evaluation.id.desc(), offset, limit)

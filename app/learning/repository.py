@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.learning.model import Learning, LearningStatus, Manager
+from app.shared.db import paged, where_given
 
 
 class ManagerRepository:
@@ -72,17 +73,10 @@ class LearningRepository:
         offset: int,
         limit: int,
     ) -> tuple[list[Learning], int]:
-        stmt = select(Learning)
-        if order_no:
-            stmt = stmt.where(Learning.order_no == order_no)
-        if manager_id is not None:
-            stmt = stmt.where(Learning.manager_id == manager_id)
-        if status:
-            stmt = stmt.where(Learning.status == status)
-        total = self.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-        items = (
-            self.session.execute(stmt.order_by(Learning.id.desc()).offset(offset).limit(limit))
-            .scalars()
-            .all()
+        stmt = where_given(
+            select(Learning),
+            (Learning.order_no, order_no),
+            (Learning.manager_id, manager_id),
+            (Learning.status, status),
         )
-        return list(items), total
+        return paged(self.session, stmt, Learning.id.desc(), offset, limit)

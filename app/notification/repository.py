@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.notification.model import SmsMessage, SmsStatus
+from app.shared.db import paged, where_given
 
 
 class SmsRepository:
@@ -34,15 +35,7 @@ class SmsRepository:
     def list(
         self, phone: str | None, order_no: str | None, offset: int, limit: int
     ) -> tuple[list[SmsMessage], int]:
-        stmt = select(SmsMessage)
-        if phone:
-            stmt = stmt.where(SmsMessage.phone == phone)
-        if order_no:
-            stmt = stmt.where(SmsMessage.order_no == order_no)
-        total = self.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-        items = (
-            self.session.execute(stmt.order_by(SmsMessage.id.desc()).offset(offset).limit(limit))
-            .scalars()
-            .all()
+        stmt = where_given(
+            select(SmsMessage), (SmsMessage.phone, phone), (SmsMessage.order_no, order_no)
         )
-        return list(items), total
+        return paged(self.session, stmt, SmsMessage.id.desc(), offset, limit)

@@ -6,6 +6,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from app.orders.model import Course, Order, OrderStatus
+from app.shared.db import paged, where_given
 
 
 class CourseRepository:
@@ -33,15 +34,8 @@ class CourseRepository:
                     func.lower(Course.description).like(pattern, escape="\\"),
                 )
             )
-        if category:
-            stmt = stmt.where(Course.category == category)
-        total = self.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-        items = (
-            self.session.execute(stmt.order_by(Course.id).offset(offset).limit(limit))
-            .scalars()
-            .all()
-        )
-        return list(items), total
+        stmt = where_given(stmt, (Course.category, category))
+        return paged(self.session, stmt, Course.id, offset, limit)
 
 
 class OrderRepository:
@@ -74,18 +68,8 @@ class OrderRepository:
     def list(
         self, phone: str | None, status: str | None, offset: int, limit: int
     ) -> tuple[list[Order], int]:
-        stmt = select(Order)
-        if phone:
-            stmt = stmt.where(Order.phone == phone)
-        if status:
-            stmt = stmt.where(Order.status == status)
-        total = self.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-        items = (
-            self.session.execute(stmt.order_by(Order.id.desc()).offset(offset).limit(limit))
-            .scalars()
-            .all()
-        )
-        return list(items), total
+        stmt = where_given(select(Order), (Order.phone, phone), (Order.status, status))
+        return paged(self.session, stmt, Order.id.desc(), offset, limit)
 
 
 def _escape_like(text: str) -> str:
