@@ -7,7 +7,7 @@ from typing import Protocol
 
 from app.evaluation.model import Evaluation, EvaluationRecord, EvaluationStatus
 from app.evaluation.repository import EvaluationRepository
-from app.shared.errors import Conflict, NotFound, Unavailable
+from app.shared.errors import Conflict, Unavailable, found
 from app.shared.events import Event
 from app.shared.uow import UnitOfWork
 
@@ -59,17 +59,16 @@ class RegisterFinalScore:
 
 def get_evaluation(uow: EvaluationUnitOfWork, evaluation_id: int) -> Evaluation:
     with uow:
-        evaluation = uow.evaluations.get(evaluation_id)
-        if evaluation is None:
-            raise NotFound(f"evaluation {evaluation_id} not found")
+        evaluation = found(uow.evaluations.get(evaluation_id), f"evaluation {evaluation_id}")
         return evaluation
 
 
 def record_evaluation(uow: EvaluationUnitOfWork, cmd: RecordEvaluation) -> EvaluationRecord:
     with uow:
-        evaluation = uow.evaluations.get(cmd.evaluation_id, for_update=True)
-        if evaluation is None:
-            raise NotFound(f"evaluation {cmd.evaluation_id} not found")
+        evaluation = found(
+            uow.evaluations.get(cmd.evaluation_id, for_update=True),
+            f"evaluation {cmd.evaluation_id}",
+        )
         entry = evaluation.add_record(cmd.score, cmd.comment)
         uow.commit()
         return entry

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from app.learning.model import Learning, Manager
 from app.learning.repository import LearningRepository, ManagerRepository
-from app.shared.errors import Conflict, NotFound
+from app.shared.errors import Conflict, found
 from app.shared.events import Event, EventType
 from app.shared.uow import UnitOfWork
 
@@ -51,12 +51,10 @@ class StartLearning:
 def start_learning(uow: LearningUnitOfWork, cmd: StartLearning) -> Learning:
     """A manager is assigned by hand to a WAITING learning."""
     with uow:
-        learning = uow.learnings.get(cmd.learning_id, for_update=True)
-        if learning is None:
-            raise NotFound(f"learning {cmd.learning_id} not found")
-        manager = uow.managers.get(cmd.manager_id)
-        if manager is None:
-            raise NotFound(f"manager {cmd.manager_id} not found")
+        learning = found(
+            uow.learnings.get(cmd.learning_id, for_update=True), f"learning {cmd.learning_id}"
+        )
+        manager = found(uow.managers.get(cmd.manager_id), f"manager {cmd.manager_id}")
         if not manager.active:
             raise Conflict(f"manager {cmd.manager_id} is not active")
         learning.start(manager)
@@ -66,9 +64,7 @@ def start_learning(uow: LearningUnitOfWork, cmd: StartLearning) -> Learning:
 
 def get_learning(uow: LearningUnitOfWork, learning_id: int) -> Learning:
     with uow:
-        learning = uow.learnings.get(learning_id)
-        if learning is None:
-            raise NotFound(f"learning {learning_id} not found")
+        learning = found(uow.learnings.get(learning_id), f"learning {learning_id}")
         return learning
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.orders.model import Course, Order, OrderStatus
 from app.orders.repository import CourseRepository, OrderRepository
-from app.shared.errors import Conflict, InvalidInput, NotFound
+from app.shared.errors import Conflict, InvalidInput, found
 from app.shared.uow import UnitOfWork
 
 
@@ -64,17 +64,13 @@ def create_course(uow: OrdersUnitOfWork, cmd: CreateCourse) -> Course:
 
 def get_course(uow: OrdersUnitOfWork, course_no: str) -> Course:
     with uow:
-        course = uow.courses.get(course_no)
-        if course is None:
-            raise NotFound(f"course {course_no} not found")
+        course = found(uow.courses.get(course_no), f"course {course_no}")
         return course
 
 
 def update_course(uow: OrdersUnitOfWork, course_no: str, changes: dict) -> Course:
     with uow:
-        course = uow.courses.get(course_no)
-        if course is None:
-            raise NotFound(f"course {course_no} not found")
+        course = found(uow.courses.get(course_no), f"course {course_no}")
         for name, value in changes.items():
             setattr(course, name, value)
         uow.commit()
@@ -89,9 +85,7 @@ def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
         replay = _replayed(uow, cmd)
         if replay:
             return replay, False
-        course = uow.courses.get(cmd.course_no)
-        if course is None:
-            raise NotFound(f"course {cmd.course_no} not found")
+        course = found(uow.courses.get(cmd.course_no), f"course {cmd.course_no}")
         if uow.orders.live_order(cmd.phone, cmd.course_no):
             raise Conflict(f"{cmd.phone} already has a live order of course {cmd.course_no}")
         order = Order.place(
@@ -130,9 +124,7 @@ def _replayed(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> Order | None:
 
 def get_order(uow: OrdersUnitOfWork, order_no: str) -> Order:
     with uow:
-        order = uow.orders.get(order_no)
-        if order is None:
-            raise NotFound(f"order {order_no} not found")
+        order = found(uow.orders.get(order_no), f"order {order_no}")
         return order
 
 
@@ -140,9 +132,7 @@ def cancel_order(uow: OrdersUnitOfWork, order_no: str) -> Order:
     """Cancel; cancelling again answers the cancelled order, a completed one is a conflict.
     The row lock makes a cancel and a final score exclude each other (SPEC 6)."""
     with uow:
-        order = uow.orders.get(order_no, for_update=True)
-        if order is None:
-            raise NotFound(f"order {order_no} not found")
+        order = found(uow.orders.get(order_no, for_update=True), f"order {order_no}")
         order.cancel()
         uow.commit()
         return order

@@ -1,5 +1,7 @@
 """Domain errors; the API maps each kind to one HTTP status."""
 
+from typing import TypeVar
+
 
 class DomainError(Exception):
     """Base of the errors a handler raises on purpose."""
@@ -11,6 +13,16 @@ class DomainError(Exception):
 
 class NotFound(DomainError):
     """404: no such resource."""
+
+
+T = TypeVar("T")
+
+
+def found(value: T | None, what: str) -> T:
+    """`value`, or NotFound naming `what` when there is none."""
+    if value is None:
+        raise NotFound(f"{what} not found")
+    return value
 
 
 class Conflict(DomainError):
