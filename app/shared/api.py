@@ -9,6 +9,7 @@ import flask_smorest
 from flask import Flask, jsonify
 from flask_smorest import Api, abort
 from marshmallow import ValidationError, fields
+from sqlalchemy.exc import OperationalError
 
 from app.shared.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
 from app.shared.phone import normalize_mobile
@@ -70,6 +71,14 @@ def register_error_handlers(app: Flask) -> None:
     """Domain errors become 4xx/503 in flask-smorest's error body, in one place for all views.
 
     Everything else (validation, unknown routes, bad JSON) is flask-smorest's own handler."""
+
+    @app.errorhandler(OperationalError)
+    def _database_unavailable(exc: OperationalError):
+        # A database restart or failover is an outage, not a bug: 503, try again shortly.
+        response = jsonify(error_body(503, "the database is unavailable; try again shortly"))
+        response.status_code = 503
+        response.headers["Retry-After"] = "2"
+        return response
 
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError):

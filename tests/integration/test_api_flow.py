@@ -176,3 +176,15 @@ def test_given_the_learning_backlog_over_the_limit_new_orders_get_503_in_korean(
     body = error(response, 503)
     assert "잠시 후 다시 시도해 주세요" in body["message"]
     assert int(response.headers["Retry-After"]) > 0
+
+
+def test_given_the_database_down_the_api_answers_503_not_500(client, container, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(container.db, "session", unreachable)
+    response = client.get("/orders")
+    error(response, 503)
+    assert response.headers["Retry-After"] == "2"
