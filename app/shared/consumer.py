@@ -6,11 +6,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy.exc import IntegrityError
 
 from app.observability import EVENTS
 from app.shared.events import Event
-from app.shared.idempotency import already_processed, mark_processed
+from app.shared.idempotency import claim
 from app.shared.outbox import record_done, record_failure
 from app.shared.uow import correlation_id
 
@@ -51,19 +50,12 @@ def consume(container: Container, policy: Policy, envelopes: Iterable[dict]) -> 
 
 def _apply_once(container: Container, policy: Policy, event: Event) -> None:
     with getattr(container, policy.unit_of_work)() as uow:
-        if already_processed(uow.session, policy.bind, policy.consumer, event.event_id):
+        if not claim(uow.session, policy.bind, policy.consumer, event.event_id):
             log.info("event.duplicate", consumer=policy.consumer, event_id=event.event_id)
             EVENTS.labels(policy.consumer, "duplicate").inc()
             return
         policy.handle(container, uow, event)
-        mark_processed(uow.session, policy.bind, policy.consumer, event.event_id)
-        try:
-            uow.commit()
-        except IntegrityError:
-            # A concurrent copy of this event committed first; ours rolls back whole.
-            uow.rollback()
-            if not already_processed(uow.session, policy.bind, policy.consumer, event.event_id):
-                raise
+        uow.commit()
     EVENTS.labels(policy.consumer, "handled").inc()
     log.info(
         "event.handled",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, MetaData, String, Table, insert, select
+from sqlalchemy import Column, MetaData, String, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.shared.db import MainBase, NotificationBase, UTCDateTime, utcnow
@@ -27,20 +28,26 @@ PROCESSED = {
 }
 
 
+def claim(session: Session, bind: str, consumer: str, event_id: str) -> bool:
+    """Record that `consumer` handles `event_id` in this transaction; False if it already has.
+
+    A concurrent copy of the event blocks on the primary key until the first commits, then
+    finds it there: exactly one applies the effect, and nobody fails on a duplicate key.
+    """
+    table = PROCESSED[bind]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    inserted = session.execute(
+        dialect.insert(table)
+        .values(consumer=consumer, event_id=event_id, processed_at=utcnow())
+        .on_conflict_do_nothing()
+        .returning(table.c.event_id)
+    ).first()
+    return inserted is not None
+
+
 def already_processed(session: Session, bind: str, consumer: str, event_id: str) -> bool:
     table = PROCESSED[bind]
-    return (
-        session.execute(
-            select(table.c.event_id).where(
-                table.c.consumer == consumer, table.c.event_id == event_id
-            )
-        ).first()
-        is not None
-    )
-
-
-def mark_processed(session: Session, bind: str, consumer: str, event_id: str) -> None:
-    """Insert the record; a concurrent twin fails on the primary key and rolls its effect back."""
-    session.execute(
-        insert(PROCESSED[bind]).values(consumer=consumer, event_id=event_id, processed_at=utcnow())
-    )
+    found = session.execute(
+        select(table.c.event_id).where(table.c.consumer == consumer, table.c.event_id == event_id)
+    ).first()
+    return found is not None

@@ -161,3 +161,24 @@ def test_cancel_and_final_score_racing_on_the_order_row_exactly_one_wins(committ
         assert final.status == ("COMPLETED" if pair[0] == "completed" else "CANCELLED")
         outcomes.append(pair[0])
     assert len(outcomes) == 20
+
+
+def test_the_same_event_consumed_by_two_workers_at_once_applies_once(committing_container):
+    c = committing_container
+    register_manager(c.learning_uow(), RegisterManager("동시", "010-9999-0005"))
+    for _ in range(10):
+        order = an_order(c)
+        [ordered] = events(c, order.order_no, "CourseOrdered")
+        policy = BY_CONSUMER["learning.open_learning"]
+        with ThreadPoolExecutor(2) as pool:
+            done = list(pool.map(lambda _: consume(c, policy, [ordered]), range(2)))
+        assert done == [[ordered["event_id"]]] * 2  # both record the delivery as done
+        assert len(events(c, order.order_no, "LearningStarted")) == 1
+        with c.main_session() as session:
+            assert (
+                session.execute(select(Learning).where(Learning.order_no == order.order_no))
+                .scalars()
+                .all()
+                .__len__()
+                == 1
+            )
