@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e lint format smoke clean
+.PHONY: run test test-unit test-integration test-e2e lint format smoke chaos chaos-long chaos-rabbitmq bench bench-quick clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,28 @@ test-e2e: $(INSTALLED)
 ## Start the embedded default, order a course through the API, see My page, stop it.
 smoke: $(INSTALLED)
 	scripts/smoke-embedded.sh
+
+## Chaos suite (own PostgreSQL and Redis instances): faults under load, then a history check.
+chaos: $(INSTALLED)
+	scripts/ensure-services.sh --rabbitmq
+	$(BIN)/python -m chaos --profile short --broker redis
+
+chaos-rabbitmq: $(INSTALLED)
+	scripts/ensure-services.sh --rabbitmq
+	$(BIN)/python -m chaos --profile short --broker rabbitmq
+
+chaos-long: $(INSTALLED)
+	scripts/ensure-services.sh --rabbitmq
+	$(BIN)/python -m chaos --profile long --broker redis
+
+## Benchmark against same-run baselines; writes var/bench/latest.json.
+bench: $(INSTALLED)
+	scripts/ensure-services.sh
+	$(BIN)/python -m bench
+
+bench-quick: $(INSTALLED)
+	scripts/ensure-services.sh
+	$(BIN)/python -m bench --quick
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -171,7 +171,7 @@ def test_the_same_event_consumed_by_two_workers_at_once_applies_once(committing_
         [ordered] = events(c, order.order_no, "CourseOrdered")
         policy = BY_CONSUMER["learning.open_learning"]
         with ThreadPoolExecutor(2) as pool:
-            done = list(pool.map(lambda _: consume(c, policy, [ordered]), range(2)))
+            done = list(pool.map(consume, [c, c], [policy, policy], [[ordered], [ordered]]))
         assert done == [[ordered["event_id"]]] * 2  # both record the delivery as done
         assert len(events(c, order.order_no, "LearningStarted")) == 1
         with c.main_session() as session:
