@@ -9,7 +9,7 @@ import sys
 
 import requests
 
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import assert_ready, free_port
 from tests.helpers import course_body, eventually, order_body, random_phone
 
 SERVER_SETTINGS = (
@@ -34,14 +34,7 @@ def test_the_embedded_default_runs_the_slice_and_stops_on_ctrl_c(tmp_path):
         start_new_session=True,
     )
     try:
-
-        def up():
-            try:
-                assert requests.get(f"{base}/health/ready", timeout=2).ok
-            except requests.ConnectionError as exc:
-                raise AssertionError("not up") from exc
-
-        eventually(up, timeout_s=60)
+        eventually(lambda: assert_ready(base), timeout_s=60)
         # A token as the README says: `onlinestudy token`, in the same folder as the system.
         issued = subprocess.run(
             [sys.executable, "-m", "app.cli", "token", "--role", "admin"],
