@@ -78,7 +78,7 @@ ALL_QUEUES = "orders,learning,evaluation,notification,mypage"
 )
 def worker(queues: str, concurrency: int, hostname: str | None, metrics_port: int | None) -> None:
     """Run a Celery worker for some queues (replaces this process)."""
-    _settings()
+    embedded = _settings().embedded
     known = set(ALL_QUEUES.split(","))
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = [q for q in wanted if q not in known]
@@ -91,10 +91,10 @@ def worker(queues: str, concurrency: int, hostname: str | None, metrics_port: in
         # The pool children count tasks; the main process serves their sum.
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="metrics-"))
         os.environ["ONLINESTUDY_WORKER_METRICS_PORT"] = str(metrics_port)
-    os.execvp(sys.executable, _worker_argv(wanted, concurrency, name))
+    os.execvp(sys.executable, _worker_argv(wanted, concurrency, name, embedded))
 
 
-def _worker_argv(queues: list[str], concurrency: int, name: str) -> list[str]:
+def _worker_argv(queues: list[str], concurrency: int, name: str, embedded: bool) -> list[str]:
     argv = [
         sys.executable,
         "-m",
@@ -113,7 +113,7 @@ def _worker_argv(queues: list[str], concurrency: int, name: str) -> list[str]:
         "-O",
         "fair",
     ]
-    if Settings.from_env().embedded:
+    if embedded:
         # Heartbeat and gossip are fan-out events; the file transport keeps delivering them to
         # the queue of a monitor that has gone, for ever. A lone local worker needs neither.
         argv += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
@@ -154,7 +154,9 @@ def run(port: int, host: str, concurrency: int) -> None:
             ]
         ),
         subprocess.Popen([sys.executable, "-m", "app.cli", "relay"]),
-        subprocess.Popen(_worker_argv(ALL_QUEUES.split(","), concurrency, "all@%h")),
+        subprocess.Popen(
+            _worker_argv(ALL_QUEUES.split(","), concurrency, "all@%h", settings.embedded)
+        ),
     ]
     click.echo(f"onlinestudy is running on http://{host}:{port} (Ctrl-C stops it)", err=True)
     stopping = threading.Event()

@@ -75,7 +75,6 @@ class Settings:
     rate_limit_storage_url: str = "memory://"
     cors_origins: tuple[str, ...] = ()
     hsts: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def embedded(self) -> bool:

@@ -39,7 +39,7 @@ def apply(row: MyPageRow, event: Event) -> None:
     """Fold one event into the row (pure: no I/O)."""
     p = event.payload
     if event.event_type == E.COURSE_ORDERED:
-        # Facts fixed at order time: whichever copy arrives first sets them.
+        # Facts fixed at order time: every copy carries the same values, in any order.
         row.course_no = p["course_no"]
         row.course_title = p.get("course_title")
         row.ordered_at = datetime.fromisoformat(p["ordered_at"])

@@ -256,16 +256,6 @@ def replay_dead(session: Session, event_id: str | None = None, consumer: str | N
     return result.rowcount
 
 
-def backlog(session: Session) -> tuple[int, datetime | None]:
-    """Undelivered deliveries and the creation time of the oldest one."""
-    count, oldest = session.execute(
-        select(func.count(Delivery.id), func.min(Delivery.created_at)).where(
-            Delivery.status == DeliveryStatus.PENDING
-        )
-    ).one()
-    return count, oldest
-
-
 def pending_deliveries(session: Session, consumers: Sequence[str]) -> int:
     """How many events these consumers have not recorded yet."""
     return session.execute(
