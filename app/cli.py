@@ -135,7 +135,7 @@ def run(port: int, host: str, concurrency: int) -> None:
     # Every process started here writes its metrics to one folder; the API's /metrics sums them.
     metrics_dir = settings.var_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
-    shutil.rmtree(settings.var_dir / "heartbeats", ignore_errors=True)
+    shutil.rmtree(settings.heartbeats_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     children = [
@@ -281,7 +281,7 @@ def health_relay(max_age: float) -> None:
 @click.option("--max-age", default=60.0, show_default=True, help="Seconds.")
 def health_worker(max_age: float) -> None:
     """Every worker here consumed its liveness canary within --max-age seconds."""
-    folder = _settings().var_dir / "heartbeats"
+    folder = _settings().heartbeats_dir
     beats = sorted(folder.glob("worker-*")) if folder.exists() else []
     if not beats:
         raise click.ClickException(f"no worker heartbeat in {folder}")

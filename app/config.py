@@ -77,6 +77,11 @@ class Settings:
     hsts: bool = False
 
     @property
+    def heartbeats_dir(self) -> Path:
+        """Where workers leave the liveness heartbeats `onlinestudy health worker` reads."""
+        return self.var_dir / "heartbeats"
+
+    @property
     def embedded(self) -> bool:
         """True when the broker needs no server (the default run mode)."""
         return self.broker_url.startswith("filesystem://")

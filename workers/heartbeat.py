@@ -20,7 +20,7 @@ _stop = threading.Event()
 
 
 def heartbeat_dir() -> Path:
-    return container().settings.var_dir / "heartbeats"
+    return container().settings.heartbeats_dir
 
 
 def heartbeat_file(hostname: str) -> Path:
