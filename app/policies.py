@@ -17,6 +17,7 @@ from app.mypage import projection as mypage
 from app.notification import handlers as notification
 from app.shared.events import Event, EventType
 from app.shared.queues import Queue
+from app.shared.uow import each_correlated
 
 if TYPE_CHECKING:
     from app.bootstrap import Container
@@ -31,19 +32,30 @@ class Policy:
     events: tuple[EventType, ...]
     bind: str  # the database its effects and records live in
     unit_of_work: str  # Container method that opens the context's unit of work
-    handle: Callable[[Container, object, Event], None]
+    # Applies a batch of new events (never seen by this consumer) in the caller's transaction.
+    handle: Callable[[Container, object, list[Event]], None]
     # Work outside the database after the commit (an SMS send). It runs on every copy of the
     # event, so it must itself be idempotent.
     after_commit: Callable[[Container, Event], None] | None = None
 
 
 def _in(uow_name: str, handler) -> dict:
-    """A policy whose handler needs only its unit of work and the event."""
+    """A policy whose handler takes its unit of work and the batch of events."""
     return {
         "bind": "main",
         "unit_of_work": uow_name,
-        "handle": lambda c, uow, event: handler(uow, event),
+        "handle": lambda c, uow, events: handler(uow, events),
     }
+
+
+def one_by_one(handler: Callable[[object, Event], None]) -> Callable[[object, list[Event]], None]:
+    """A batch handler from one that takes an event at a time (rare events need no more)."""
+
+    def handle(uow, events: list[Event]) -> None:
+        for event in each_correlated(uow, events):
+            handler(uow, event)
+
+    return handle
 
 
 POLICIES: tuple[Policy, ...] = (
@@ -52,44 +64,44 @@ POLICIES: tuple[Policy, ...] = (
         "learning.open_learning",
         Queue.LEARNING,
         (E.COURSE_ORDERED,),
-        **_in("learning_uow", learning.open_learning),
+        **_in("learning_uow", learning.open_learnings),
     ),
     Policy(
         "learning.cancel_learning",
         Queue.LEARNING,
         (E.COURSE_ORDER_CANCELLED,),
-        **_in("learning_uow", learning.cancel_learning),
+        **_in("learning_uow", one_by_one(learning.cancel_learning)),
     ),
     Policy(
         "learning.complete_learning",
         Queue.LEARNING,
         (E.FINAL_EVALUATION_REGISTERED,),
-        **_in("learning_uow", learning.complete_learning),
+        **_in("learning_uow", one_by_one(learning.complete_learning)),
     ),
     Policy(
         "learning.start_waiting_learnings",
         Queue.LEARNING,
         (E.MANAGER_REGISTERED,),
-        **_in("learning_uow", learning.start_waiting_learnings),
+        **_in("learning_uow", one_by_one(learning.start_waiting_learnings)),
     ),
     # evaluation
     Policy(
         "evaluation.open_evaluation",
         Queue.EVALUATION,
         (E.LEARNING_STARTED,),
-        **_in("evaluation_uow", evaluation.open_evaluation),
+        **_in("evaluation_uow", evaluation.open_evaluations),
     ),
     Policy(
         "evaluation.cancel_evaluation",
         Queue.EVALUATION,
         (E.LEARNING_CANCELLED,),
-        **_in("evaluation_uow", evaluation.cancel_evaluation),
+        **_in("evaluation_uow", one_by_one(evaluation.cancel_evaluation)),
     ),
     Policy(
         "evaluation.finalize_on_order_completed",
         Queue.EVALUATION,
         (E.ORDER_COMPLETED,),
-        **_in("evaluation_uow", evaluation.finalize_on_order_completed),
+        **_in("evaluation_uow", one_by_one(evaluation.finalize_on_order_completed)),
     ),
     # notification: the row in the transaction, the send after the commit
     Policy(
@@ -104,7 +116,7 @@ POLICIES: tuple[Policy, ...] = (
         ),
         bind="notification",
         unit_of_work="notification_uow",
-        handle=lambda c, uow, event: notification.record_sms(uow, event, c.sms_sender.name),
+        handle=lambda c, uow, events: notification.record_sms(uow, events, c.sms_sender.name),
         after_commit=lambda c, event: notification.send_pending_sms(
             c.notification_uow(), event, c.sms_sender, c.settings.max_attempts
         ),

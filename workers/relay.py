@@ -91,8 +91,13 @@ def run_relay(container: Container, celery: Celery, stop: threading.Event, heart
             published = relay_once(container, celery)
             if heartbeat:
                 heartbeat()
-            if published < CLAIM_LIMIT:
+            if published == 0:
                 waker.wait()
+            elif published < CLAIM_LIMIT:
+                # Busy: let the next events gather for a moment, so that they travel in
+                # batches (one task, one transaction for many). Idle, the first event of a
+                # burst still goes at once, on its NOTIFY.
+                stop.wait(container.settings.relay_coalesce_s)
         except Exception as exc:  # noqa: BLE001 - the relay must outlive database/broker outages
             log.warning("relay.error", error=f"{exc.__class__.__name__}: {exc}")
             if waker is not None:

@@ -115,23 +115,27 @@ def finalize_evaluation(uow: EvaluationUnitOfWork, evaluation_id: int, score: in
         return ScoreOutcome.COMPLETED
 
 
-# Policies: called by the consumer runner inside its transaction, once per event.
+# Policies: called by the consumer runner inside its transaction, with the events it has not
+# handled before.
 
 
-def open_evaluation(uow: EvaluationUnitOfWork, event: Event) -> None:
+def open_evaluations(uow: EvaluationUnitOfWork, events: list[Event]) -> None:
     """On LearningStarted; a cancelled tombstone or an earlier copy stays as it is."""
-    if uow.evaluations.for_order(event.order_no) is not None:
-        return
-    p = event.payload
-    uow.evaluations.add(
-        Evaluation.open(
-            event.order_no,
-            p.get("learning_id"),
-            p.get("phone"),
-            p.get("course_no"),
-            p.get("manager_id"),
+    known = uow.evaluations.opened_for([event.order_no for event in events])
+    for event in events:
+        if event.order_no in known:
+            continue
+        known.add(event.order_no)
+        p = event.payload
+        uow.evaluations.add(
+            Evaluation.open(
+                event.order_no,
+                p.get("learning_id"),
+                p.get("phone"),
+                p.get("course_no"),
+                p.get("manager_id"),
+            )
         )
-    )
 
 
 def cancel_evaluation(uow: EvaluationUnitOfWork, event: Event) -> None:

@@ -19,6 +19,14 @@ class EvaluationRepository:
     def get(self, evaluation_id: int, for_update: bool = False) -> Evaluation | None:
         return self.session.get(Evaluation, evaluation_id, with_for_update=for_update)
 
+    def opened_for(self, order_nos: list[str]) -> set[str]:
+        """Which of these orders have an evaluation (or a tombstone) already."""
+        return set(
+            self.session.execute(
+                select(Evaluation.order_no).where(Evaluation.order_no.in_(order_nos))
+            ).scalars()
+        )
+
     def for_order(self, order_no: str) -> Evaluation | None:
         return self.session.execute(
             select(Evaluation).where(Evaluation.order_no == order_no).with_for_update()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
+from collections import Counter
 from dataclasses import dataclass
 
-from app.learning.model import Learning, Manager
+from app.learning.model import Learning, LearningStatus, Manager
 from app.learning.repository import LearningRepository, ManagerRepository
 from app.shared.errors import Conflict, found
 from app.shared.events import Event, EventType
-from app.shared.uow import UnitOfWork
+from app.shared.uow import UnitOfWork, each_correlated
 
 
 class LearningUnitOfWork(UnitOfWork):
@@ -30,7 +32,7 @@ class RegisterManager:
 
 def register_manager(uow: LearningUnitOfWork, cmd: RegisterManager) -> Manager:
     with uow:
-        manager = Manager(name=cmd.name, phone=cmd.phone, active=True)
+        manager = Manager(name=cmd.name, phone=cmd.phone, active=True, started_count=0)
         uow.managers.add(manager)
         uow.session.flush()
         uow.raise_event(
@@ -58,6 +60,7 @@ def start_learning(uow: LearningUnitOfWork, cmd: StartLearning) -> Learning:
         if not manager.active:
             raise Conflict(f"manager {cmd.manager_id} is not active")
         learning.start(manager)
+        uow.managers.count_started({manager.id: 1})
         uow.commit()
         return learning
 
@@ -68,20 +71,57 @@ def get_learning(uow: LearningUnitOfWork, learning_id: int) -> Learning:
         return learning
 
 
-# Policies: called by the consumer runner inside its transaction, once per event.
+class ManagerLoad:
+    """Picks the active manager with the fewest STARTED learnings (ties: the lowest id) for each
+    learning a transaction starts, counting its own starts; `save()` writes the counts back."""
 
+    def __init__(self, managers: ManagerRepository):
+        self._managers = managers
+        self._heap = [(m.started_count or 0, m.id, m) for m in managers.by_load()]
+        heapq.heapify(self._heap)
+        self._started: Counter[int] = Counter()
 
-def open_learning(uow: LearningUnitOfWork, event: Event) -> None:
-    """On CourseOrdered: open the learning and start it with the least-loaded manager."""
-    p = event.payload
-    if uow.learnings.for_order(p["order_no"]) is not None:
-        return  # already opened, or cancelled before it could open: nothing to revive
-    learning = Learning.open(p["order_no"], p["course_no"], p.get("course_title"), p["phone"])
-    uow.learnings.add(learning)
-    uow.session.flush()  # the learning id goes into LearningStarted
-    manager = uow.managers.least_loaded()
-    if manager is not None:
+    def start(self, learning: Learning) -> bool:
+        """Start the learning with the least-loaded manager; False if there is none."""
+        if not self._heap:
+            return False
+        load, manager_id, manager = self._heap[0]
         learning.start(manager)
+        heapq.heapreplace(self._heap, (load + 1, manager_id, manager))
+        self._started[manager_id] += 1
+        return True
+
+    def save(self) -> None:
+        self._managers.count_started(self._started)
+        self._started.clear()
+
+
+# Policies: called by the consumer runner inside its transaction, with the events it has not
+# handled before.
+
+
+def open_learnings(uow: LearningUnitOfWork, events: list[Event]) -> None:
+    """On CourseOrdered: open each order's learning and start it with the least-loaded manager.
+    An order with a learning already (opened, or cancelled before it could open) gets nothing."""
+    known = uow.learnings.opened_for([e.order_no for e in events])
+    opened = []
+    for event in events:
+        p = event.payload
+        if p["order_no"] in known:
+            continue
+        known.add(p["order_no"])
+        learning = Learning.open(p["order_no"], p["course_no"], p.get("course_title"), p["phone"])
+        uow.learnings.add(learning)
+        opened.append((event, learning))
+    if not opened:
+        return
+    uow.session.flush()  # the learning ids go into LearningStarted
+    load = ManagerLoad(uow.managers)
+    learning_of = {event.event_id: learning for event, learning in opened}
+    for event in each_correlated(uow, [event for event, _ in opened]):
+        if not load.start(learning_of[event.event_id]):
+            break  # no manager: the rest wait too
+    load.save()
 
 
 # How many WAITING learnings one ManagerRegistered starts; the rest wait for the next manager.
@@ -91,12 +131,11 @@ START_ON_REGISTRATION_LIMIT = 100
 def start_waiting_learnings(uow: LearningUnitOfWork, event: Event) -> None:
     """On ManagerRegistered: start the oldest WAITING learnings, each with the least-loaded
     manager (the new one first, as it has none)."""
+    load = ManagerLoad(uow.managers)
     for learning in uow.learnings.oldest_waiting(START_ON_REGISTRATION_LIMIT):
-        manager = uow.managers.least_loaded()
-        if manager is None:
-            return
-        learning.start(manager)
-        uow.session.flush()  # the next least_loaded() counts this start
+        if not load.start(learning):
+            break
+    load.save()
 
 
 def cancel_learning(uow: LearningUnitOfWork, event: Event) -> None:
@@ -109,11 +148,18 @@ def cancel_learning(uow: LearningUnitOfWork, event: Event) -> None:
         uow.session.flush()
         learning.announce_cancelled()
         return
-    learning.cancel()
+    _leave_started(uow, learning, learning.cancel)
 
 
 def complete_learning(uow: LearningUnitOfWork, event: Event) -> None:
     """On FinalEvaluationRegistered: the learning is over."""
     learning = uow.learnings.for_order(event.order_no)
     if learning is not None:
-        learning.complete()
+        _leave_started(uow, learning, learning.complete)
+
+
+def _leave_started(uow: LearningUnitOfWork, learning: Learning, change) -> None:
+    """Apply a change that may end a STARTED learning; its manager then has one fewer."""
+    was_started = learning.status == LearningStatus.STARTED
+    if change() and was_started and learning.manager_id is not None:
+        uow.managers.count_started({learning.manager_id: -1})

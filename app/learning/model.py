@@ -27,6 +27,9 @@ class Manager(MainBase):
     phone: Mapped[str] = mapped_column(String(20))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # How many of their learnings are STARTED, kept in step by the learning handlers: choosing
+    # the least-loaded manager must not count every learning there is.
+    started_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Learning(MainBase, Aggregate):

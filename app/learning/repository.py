@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.learning.model import Learning, LearningStatus, Manager
@@ -22,21 +22,26 @@ class ManagerRepository:
     def list(self) -> list[Manager]:
         return list(self.session.execute(select(Manager).order_by(Manager.id)).scalars())
 
-    def least_loaded(self) -> Manager | None:
-        """The active manager with the fewest STARTED learnings; ties go to the lowest id."""
-        load = (
-            select(Learning.manager_id, func.count(Learning.id).label("started"))
-            .where(Learning.status == LearningStatus.STARTED)
-            .group_by(Learning.manager_id)
-            .subquery()
+    def by_load(self) -> list[Manager]:
+        """The active managers, fewest STARTED learnings first; ties go to the lowest id."""
+        return list(
+            self.session.execute(
+                select(Manager)
+                .where(Manager.active.is_(True))
+                .order_by(Manager.started_count, Manager.id)
+            ).scalars()
         )
-        return self.session.execute(
-            select(Manager)
-            .outerjoin(load, load.c.manager_id == Manager.id)
-            .where(Manager.active.is_(True))
-            .order_by(func.coalesce(load.c.started, 0), Manager.id)
-            .limit(1)
-        ).scalar_one_or_none()
+
+    def count_started(self, changes: dict[int, int]) -> None:
+        """Add to the managers' STARTED counts, in id order: concurrent transactions then lock
+        manager rows in one order and never deadlock on them."""
+        for manager_id in sorted(changes):
+            if changes[manager_id]:
+                self.session.execute(
+                    update(Manager)
+                    .where(Manager.id == manager_id)
+                    .values(started_count=Manager.started_count + changes[manager_id])
+                )
 
 
 class LearningRepository:
@@ -57,6 +62,14 @@ class LearningRepository:
                 .order_by(Learning.opened_at, Learning.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+
+    def opened_for(self, order_nos: list[str]) -> set[str]:
+        """Which of these orders have a learning (or a tombstone) already."""
+        return set(
+            self.session.execute(
+                select(Learning.order_no).where(Learning.order_no.in_(order_nos))
             ).scalars()
         )
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
 from app.mypage.model import MyPageRow
 from app.shared.events import Event, EventType
 from app.shared.uow import UnitOfWork
@@ -62,19 +65,46 @@ def apply(row: MyPageRow, event: Event) -> None:
         row.updated_at = event.occurred_at
 
 
-def project(uow: UnitOfWork, event: Event) -> None:
-    """Policy: upsert the order's row with this event."""
-    if not event.order_no:
-        return
-    row = uow.session.get(MyPageRow, event.order_no, with_for_update=True)
-    if row is None:
-        row = new_row(event.order_no, event.payload["phone"])
-        uow.add(row)
-    apply(row, event)
+def project(uow: UnitOfWork, events: list[Event]) -> None:
+    """Policy: fold each event into its order's row, in two statements for the whole batch
+    besides the updates: create the missing rows, then lock them all."""
+    phones = {event.order_no: event.payload["phone"] for event in events if event.order_no}
+    if not phones:
+        return  # an event of no order has no row
+    # In order_no order, so that two batches lock the rows they share in one order.
+    order_nos = sorted(phones)
+    session = uow.session
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(
+        dialect.insert(MyPageRow)
+        .values([_empty(order_no, phones[order_no]) for order_no in order_nos])
+        .on_conflict_do_nothing()
+    )
+    rows = {
+        row.order_no: row
+        for row in session.execute(
+            select(MyPageRow)
+            .where(MyPageRow.order_no.in_(order_nos))
+            .order_by(MyPageRow.order_no)
+            .with_for_update()
+        ).scalars()
+    }
+    for event in events:
+        if event.order_no:
+            apply(rows[event.order_no], event)
+
+
+def _empty(order_no: str, phone: str) -> dict[str, Any]:
+    return {
+        "order_no": order_no,
+        "phone": phone,
+        "order_seq": 0,
+        "learning_seq": 0,
+        "evaluation_seq": 0,
+        "score_seq": 0,
+    }
 
 
 def new_row(order_no: str, phone: str) -> MyPageRow:
     """The empty row of an order, before any event is folded into it."""
-    return MyPageRow(
-        order_no=order_no, phone=phone, order_seq=0, learning_seq=0, evaluation_seq=0, score_seq=0
-    )
+    return MyPageRow(**_empty(order_no, phone))

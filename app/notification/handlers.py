@@ -25,25 +25,28 @@ class NotificationUnitOfWork(UnitOfWork):
         return self
 
 
-def record_sms(uow: NotificationUnitOfWork, event: Event, provider: str) -> None:
-    """Write the message row (PENDING) for the event's student, once per event and phone."""
-    text = render(event)
-    phone = event.payload.get("phone")
-    if text is None or not phone or uow.messages.for_event(event.event_id, phone):
-        return
-    uow.messages.add(
-        SmsMessage(
-            event_id=event.event_id,
-            event_type=str(event.event_type),
-            phone=phone,
-            order_no=event.order_no,
-            message=text,
-            status=SmsStatus.PENDING,
-            provider=provider,
-            attempts=0,
-            created_at=utcnow(),
+def record_sms(uow: NotificationUnitOfWork, events: list[Event], provider: str) -> None:
+    """Write the message rows (PENDING) for the events' students, once per event and phone."""
+    written = uow.messages.recipients_of([event.event_id for event in events])
+    for event in events:
+        text = render(event)
+        phone = event.payload.get("phone")
+        if text is None or not phone or (event.event_id, phone) in written:
+            continue
+        written.add((event.event_id, phone))
+        uow.messages.add(
+            SmsMessage(
+                event_id=event.event_id,
+                event_type=str(event.event_type),
+                phone=phone,
+                order_no=event.order_no,
+                message=text,
+                status=SmsStatus.PENDING,
+                provider=provider,
+                attempts=0,
+                created_at=utcnow(),
+            )
         )
-    )
 
 
 def send_pending_sms(

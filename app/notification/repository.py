@@ -16,10 +16,12 @@ class SmsRepository:
     def add(self, message: SmsMessage) -> None:
         self.session.add(message)
 
-    def for_event(self, event_id: str, phone: str) -> SmsMessage | None:
-        return self.session.execute(
-            select(SmsMessage).where(SmsMessage.event_id == event_id, SmsMessage.phone == phone)
-        ).scalar_one_or_none()
+    def recipients_of(self, event_ids: list[str]) -> set[tuple[str, str]]:
+        """(event_id, phone) of the messages these events have already."""
+        rows = self.session.execute(
+            select(SmsMessage.event_id, SmsMessage.phone).where(SmsMessage.event_id.in_(event_ids))
+        )
+        return {(event_id, phone) for event_id, phone in rows}
 
     def pending_for_event(self, event_id: str) -> list[SmsMessage]:
         # Locked while sending, so two copies of one event never send one message twice.

@@ -1,4 +1,10 @@
-"""Runs one policy over a batch of events: each applied once, failures counted, DONE recorded."""
+"""Runs one policy over a batch of events: each applied once, failures counted, DONE recorded.
+
+The batch is applied in one transaction: the processed-messages records in one statement, the
+policy's effects, and (when they share the database) the DONE marks. If anything in it fails,
+it is rolled back and the events are applied one at a time, so that only the bad event has its
+failure counted and the others go through.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import structlog
 
 from app.observability import EVENTS
 from app.shared.events import Event
-from app.shared.idempotency import claim
+from app.shared.idempotency import claim_all
 from app.shared.outbox import record_done, record_failure
 from app.shared.uow import correlation_id
 
@@ -24,46 +30,94 @@ RETRY_BASE_S = 1.0
 
 def consume(container: Container, policy: Policy, envelopes: Iterable[dict]) -> list[str]:
     """Handle each event of the batch; returns the ids now recorded as done."""
-    done: list[str] = []
-    for body in envelopes:
-        event = Event.from_envelope(body)
-        if event.event_type not in policy.events:
-            # Misrouted (only the relay's routing stands between): never apply a foreign event.
-            log.error("event.misrouted", consumer=policy.consumer, event_type=str(event.event_type))
-            continue
-        token = correlation_id.set(event.correlation_id)
-        try:
-            _apply_once(container, policy, event)
-            if policy.after_commit is not None:
-                policy.after_commit(container, event)
-            done.append(event.event_id)
-        except Exception as exc:  # noqa: BLE001 - any failure counts towards the dead letter
-            _count_failure(container, policy, event, exc)
-        finally:
-            correlation_id.reset(token)
-    if done:
+    events = _routed(policy, envelopes)
+    if not events:
+        return []
+    try:
+        _apply(container, policy, events)
+        applied = events
+    except Exception as exc:  # noqa: BLE001 - find the bad event by applying them one by one
+        log.info(
+            "batch.split",
+            consumer=policy.consumer,
+            events=len(events),
+            error=f"{exc.__class__.__name__}: {exc}",
+        )
+        applied = [event for event in events if _apply_alone(container, policy, event)]
+    if policy.after_commit is not None:
+        applied = [event for event in applied if _after_commit(container, policy, event)]
+    done = [event.event_id for event in applied]
+    if done and not _done_with_effects(policy):
         with container.main_session() as session:
             record_done(session, policy.consumer, done)
             session.commit()
     return done
 
 
-def _apply_once(container: Container, policy: Policy, event: Event) -> None:
+def _done_with_effects(policy: Policy) -> bool:
+    """DONE can commit with the effects when they share the database and nothing is left to
+    do after the commit: then the whole batch is one transaction."""
+    return policy.bind == "main" and policy.after_commit is None
+
+
+def _routed(policy: Policy, envelopes: Iterable[dict]) -> list[Event]:
+    """The batch's events, each once, minus any this policy does not handle."""
+    events: dict[str, Event] = {}
+    for body in envelopes:
+        event = Event.from_envelope(body)
+        if event.event_type not in policy.events:
+            # Misrouted (only the relay's routing stands between): never apply a foreign event.
+            log.error("event.misrouted", consumer=policy.consumer, event_type=str(event.event_type))
+            continue
+        events.setdefault(event.event_id, event)
+    return list(events.values())
+
+
+def _apply(container: Container, policy: Policy, events: list[Event]) -> None:
+    ids = [event.event_id for event in events]
     with getattr(container, policy.unit_of_work)() as uow:
-        if not claim(uow.session, policy.bind, policy.consumer, event.event_id):
-            log.info("event.duplicate", consumer=policy.consumer, event_id=event.event_id)
-            EVENTS.labels(policy.consumer, "duplicate").inc()
-            return
-        policy.handle(container, uow, event)
+        fresh = claim_all(uow.session, policy.bind, policy.consumer, ids)
+        todo = [event for event in events if event.event_id in fresh]
+        if todo:
+            policy.handle(container, uow, todo)
+        if _done_with_effects(policy):
+            record_done(uow.session, policy.consumer, ids)
         uow.commit()
-    EVENTS.labels(policy.consumer, "handled").inc()
-    log.info(
-        "event.handled",
-        consumer=policy.consumer,
-        event_type=str(event.event_type),
-        event_id=event.event_id,
-        order_no=event.order_no,
-    )
+    _count(policy, handled=len(todo), duplicate=len(events) - len(todo))
+    log.info("events.handled", consumer=policy.consumer, handled=len(todo), batch=len(events))
+    if len(todo) < len(events):
+        log.info("event.duplicate", consumer=policy.consumer, count=len(events) - len(todo))
+
+
+def _apply_alone(container: Container, policy: Policy, event: Event) -> bool:
+    token = correlation_id.set(event.correlation_id)
+    try:
+        _apply(container, policy, [event])
+        return True
+    except Exception as exc:  # noqa: BLE001 - any failure counts towards the dead letter
+        _count_failure(container, policy, event, exc)
+        return False
+    finally:
+        correlation_id.reset(token)
+
+
+def _after_commit(container: Container, policy: Policy, event: Event) -> bool:
+    token = correlation_id.set(event.correlation_id)
+    try:
+        policy.after_commit(container, event)
+        return True
+    except Exception as exc:  # noqa: BLE001 - e.g. the SMS gateway is down: retried later
+        _count_failure(container, policy, event, exc)
+        return False
+    finally:
+        correlation_id.reset(token)
+
+
+def _count(policy: Policy, handled: int, duplicate: int) -> None:
+    if handled:
+        EVENTS.labels(policy.consumer, "handled").inc(handled)
+    if duplicate:
+        EVENTS.labels(policy.consumer, "duplicate").inc(duplicate)
 
 
 def _count_failure(container: Container, policy: Policy, event: Event, exc: Exception) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import Column, MetaData, String, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -29,20 +31,31 @@ PROCESSED = {
 
 
 def claim(session: Session, bind: str, consumer: str, event_id: str) -> bool:
-    """Record that `consumer` handles `event_id` in this transaction; False if it already has.
+    """Record that `consumer` handles `event_id` in this transaction; False if it already has."""
+    return event_id in claim_all(session, bind, consumer, [event_id])
 
-    A concurrent copy of the event blocks on the primary key until the first commits, then
-    finds it there: exactly one applies the effect, and nobody fails on a duplicate key.
+
+def claim_all(session: Session, bind: str, consumer: str, event_ids: Iterable[str]) -> set[str]:
+    """Record, in one statement, that `consumer` handles these events in this transaction;
+    returns the ids it had not handled before.
+
+    A concurrent copy of an event blocks on the primary key until the first commits, then
+    finds it there: exactly one applies the effect, and nobody fails on a duplicate key. The
+    ids go in sorted, so two batches that share events lock them in the same order.
     """
     table = PROCESSED[bind]
+    now = utcnow()
+    rows = [
+        {"consumer": consumer, "event_id": event_id, "processed_at": now}
+        for event_id in sorted(set(event_ids))
+    ]
+    if not rows:
+        return set()
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     inserted = session.execute(
-        dialect.insert(table)
-        .values(consumer=consumer, event_id=event_id, processed_at=utcnow())
-        .on_conflict_do_nothing()
-        .returning(table.c.event_id)
-    ).first()
-    return inserted is not None
+        dialect.insert(table).values(rows).on_conflict_do_nothing().returning(table.c.event_id)
+    )
+    return set(inserted.scalars())
 
 
 def already_processed(session: Session, bind: str, consumer: str, event_id: str) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 
 from sqlalchemy import event as sa_event
@@ -25,6 +25,7 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         self.session = self._session_factory()
         self._events = []
+        self._stamped = 0
         # A flushed aggregate may be collected once its handler returns (the identity map is
         # weak), so events are taken at each flush, and at commit from session.info[RAISED].
         sa_event.listen(self.session, "before_flush", self._take_events)
@@ -59,6 +60,15 @@ class UnitOfWork:
     def rollback(self) -> None:
         self.session.rollback()
         self._events.clear()
+        self._stamped = 0
+
+    def stamp_raised(self, cid: str | None) -> None:
+        """Give the events raised since the last stamp this correlation id: a batch handles
+        many events in one transaction, and each effect traces back to its own cause."""
+        self._take_events(self.session)
+        for event in self._events[self._stamped :]:
+            event.correlation_id = event.correlation_id or cid
+        self._stamped = len(self._events)
 
     def _take_events(self, session: Session, *_args) -> None:
         for obj in [*session.new, *session.dirty, *session.info.pop(RAISED, [])]:
@@ -68,4 +78,17 @@ class UnitOfWork:
     def _collect_events(self) -> list[Event]:
         self._take_events(self.session)
         events, self._events = self._events, []
+        self._stamped = 0
         return events
+
+
+def each_correlated(uow: UnitOfWork, events: Iterable[Event]) -> Iterator[Event]:
+    """Iterate a batch's events, each as the current cause: what the caller raises while it
+    handles one event carries that event's correlation id."""
+    for event in events:
+        token = correlation_id.set(event.correlation_id)
+        try:
+            yield event
+            uow.stamp_raised(event.correlation_id)
+        finally:
+            correlation_id.reset(token)

@@ -112,7 +112,7 @@ def test_given_a_consumer_that_always_fails_then_the_event_is_parked_and_replay_
         real.events,
         real.bind,
         real.unit_of_work,
-        handle=lambda c, uow, event: 1 / 0,
+        handle=lambda c, uow, events: 1 / 0,
     )
     for _ in range(container.settings.max_attempts):
         assert consume(container, broken, [ordered]) == []

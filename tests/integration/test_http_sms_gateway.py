@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from sqlalchemy import select
 
 from app.notification.handlers import record_sms, send_pending_sms
 from app.notification.model import SmsMessage, SmsStatus
@@ -167,16 +168,18 @@ def a_pending_sms(container) -> tuple[Event, SmsMessage]:
         {"order_no": order_no, "phone": random_phone(), "course_title": "파이썬 입문"},
     )
     with container.notification_uow() as uow:
-        record_sms(uow, event, "http")
+        record_sms(uow, [event], "http")
         uow.commit()
     return event, stored(container, event)
 
 
 def stored(container, event: Event) -> SmsMessage:
     with container.notification_uow() as uow:
-        message = uow.messages.for_event(event.event_id, event.payload["phone"])
-        assert message is not None
-        return message
+        return uow.session.execute(
+            select(SmsMessage).where(
+                SmsMessage.event_id == event.event_id, SmsMessage.phone == event.payload["phone"]
+            )
+        ).scalar_one()
 
 
 def send(container, event, sender, max_attempts=3) -> None:

@@ -108,9 +108,9 @@ def counting(policy: Policy) -> tuple[Policy, list[str]]:
     """The real policy, recording the events it actually handles."""
     handled: list[str] = []
 
-    def handle(c, uow, event):
-        handled.append(event.event_id)
-        policy.handle(c, uow, event)
+    def handle(c, uow, events):
+        handled.extend(event.event_id for event in events)
+        policy.handle(c, uow, events)
 
     return Policy(
         policy.consumer, policy.queue, policy.events, policy.bind, policy.unit_of_work, handle
@@ -176,7 +176,8 @@ def test_given_a_rebuild_when_a_folded_event_is_redelivered_then_nothing_changes
         assert already_processed(session, "main", "learning.open_learning", history[0]["event_id"])
     policy, handled = counting(PROJECT)
 
-    assert consume(container, policy, history + history) == [e["event_id"] for e in history * 2]
+    # Both copies of each event are recorded done; none is applied.
+    assert consume(container, policy, history + history) == [e["event_id"] for e in history]
 
     assert handled == []
     assert visible(container, [order_no]) == rebuilt

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-from app.learning.model import LearningStatus
 from app.notification.senders import Outgoing
 from app.orders.model import OrderStatus
 from app.shared.events import Aggregate, Event
@@ -37,6 +36,11 @@ class FakeUnitOfWork:
 
     def raise_event(self, event: Event) -> None:
         self.events.append(event)
+
+    def stamp_raised(self, cid):
+        for obj in self._seen:
+            for event in obj.__dict__.get("_pending_events", []):
+                event.correlation_id = event.correlation_id or cid
 
     def commit(self):
         self.flush()
@@ -102,15 +106,13 @@ class FakeManagers:
         self.uow.track(manager)
         self.items.append(manager)
 
-    def least_loaded(self):
-        load = {m.id: 0 for m in self.items if m.active}
-        for learning in self.uow.learnings.items:
-            if learning.status == LearningStatus.STARTED and learning.manager_id in load:
-                load[learning.manager_id] += 1
-        if not load:
-            return None
-        best = min(load, key=lambda manager_id: (load[manager_id], manager_id))
-        return next(m for m in self.items if m.id == best)
+    def by_load(self):
+        active = [m for m in self.items if m.active]
+        return sorted(active, key=lambda m: (m.started_count or 0, m.id))
+
+    def count_started(self, changes):
+        for manager in self.items:
+            manager.started_count = (manager.started_count or 0) + changes.get(manager.id, 0)
 
 
 class FakeLearnings:
@@ -123,6 +125,9 @@ class FakeLearnings:
 
     def for_order(self, order_no):
         return next((x for x in self.items if x.order_no == order_no), None)
+
+    def opened_for(self, order_nos):
+        return {x.order_no for x in self.items if x.order_no in order_nos}
 
 
 class FakeLearningUnitOfWork(FakeUnitOfWork):

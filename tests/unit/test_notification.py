@@ -16,8 +16,8 @@ class FakeMessages:
         self.uow.track(message)
         self.items.append(message)
 
-    def for_event(self, event_id, phone):
-        return next((m for m in self.items if m.event_id == event_id and m.phone == phone), None)
+    def recipients_of(self, event_ids):
+        return {(m.event_id, m.phone) for m in self.items if m.event_id in event_ids}
 
     def pending_for_event(self, event_id):
         return [m for m in self.items if m.event_id == event_id and m.status == SmsStatus.PENDING]
@@ -56,7 +56,7 @@ def test_given_the_same_event_twice_then_one_message_is_stored_and_sent_once():
     uow, sender = FakeNotificationUnitOfWork(), FakeSender()
     event = learning_started()
     for _ in range(2):
-        record_sms(uow, event, sender.name)
+        record_sms(uow, [event], sender.name)
         uow.commit()  # as the consumer runner does, before the send
         send_pending_sms(uow, event, sender, max_attempts=5)
     [message] = uow.messages.items
@@ -68,7 +68,7 @@ def test_given_the_same_event_twice_then_one_message_is_stored_and_sent_once():
 def test_given_a_gateway_hiccup_when_sending_then_it_is_retried_and_sent():
     uow, sender = FakeNotificationUnitOfWork(), FakeSender([TransientSendError("503")])
     event = learning_started()
-    record_sms(uow, event, sender.name)
+    record_sms(uow, [event], sender.name)
     send_pending_sms(uow, event, sender, max_attempts=5)
     assert uow.messages.items[0].status == SmsStatus.SENT
     assert sender.calls == 2
@@ -77,7 +77,7 @@ def test_given_a_gateway_hiccup_when_sending_then_it_is_retried_and_sent():
 def test_given_a_permanent_refusal_then_the_message_fails_at_once():
     uow, sender = FakeNotificationUnitOfWork(), FakeSender([PermanentSendError("400")])
     event = learning_started()
-    record_sms(uow, event, sender.name)
+    record_sms(uow, [event], sender.name)
     send_pending_sms(uow, event, sender, max_attempts=5)
     assert uow.messages.items[0].status == SmsStatus.FAILED
     assert sender.calls == 1
@@ -87,7 +87,7 @@ def test_given_a_gateway_down_for_good_then_the_message_fails_after_the_last_rou
     uow = FakeNotificationUnitOfWork()
     sender = FakeSender([TransientSendError("timeout")] * 100)
     event = learning_started()
-    record_sms(uow, event, sender.name)
+    record_sms(uow, [event], sender.name)
     raised = 0
     for _ in range(3):
         try:
