@@ -34,9 +34,10 @@ class Policy:
     unit_of_work: str  # Container method that opens the context's unit of work
     # Applies a batch of new events (never seen by this consumer) in the caller's transaction.
     handle: Callable[[Container, object, list[Event]], None]
-    # Work outside the database after the commit (an SMS send). It runs on every copy of the
-    # event, so it must itself be idempotent.
-    after_commit: Callable[[Container, Event], None] | None = None
+    # Work outside the database after the commit (an SMS send), for the whole batch; returns
+    # the events to deliver again, with the reason. It runs on every copy of an event, so it
+    # must itself be idempotent.
+    after_commit: Callable[[Container, list[Event]], dict[str, str]] | None = None
 
 
 def _in(uow_name: str, handler) -> dict:
@@ -117,8 +118,8 @@ POLICIES: tuple[Policy, ...] = (
         bind="notification",
         unit_of_work="notification_uow",
         handle=lambda c, uow, events: notification.record_sms(uow, events, c.sms_sender.name),
-        after_commit=lambda c, event: notification.send_pending_sms(
-            c.notification_uow(), event, c.sms_sender, c.settings.max_attempts
+        after_commit=lambda c, events: notification.send_pending_sms(
+            c.notification_uow(), events, c.sms_sender, c.settings.max_attempts
         ),
     ),
     # mypage

@@ -36,7 +36,7 @@ PATTERNS = {
         r"^AMQP._create_task_sender.<locals>.send_task_message .*;EventDispatcher.publish"
     ),
     "relay: session.commit": r"^relay_once .*;Session.commit",
-    "relay: waiting for NOTIFY": r"^_Waker.wait ",
+    "relay: waiting for NOTIFY": r"^Waker.wait ",
     "celery: task events (task-received/started/succeeded)": r"^EventDispatcher\.(publish|send) ",
     "celery: worker main loop / kombu consume": r"^(Consumer.start|asynloop|Hub.create_loop) ",
     "celery: trace/task protocol (pool child)": (

@@ -51,15 +51,22 @@ def record_sms(uow: NotificationUnitOfWork, events: list[Event], provider: str) 
 
 def send_pending_sms(
     uow: NotificationUnitOfWork,
-    event: Event,
+    events: list[Event],
     sender: SmsSender,
     max_attempts: int,
     quick_retries: int = 3,
-) -> None:
-    """Send the event's PENDING messages. A transient failure is retried here with backoff,
-    then again on the event's redelivery; after `max_attempts` rounds the message FAILS."""
+) -> dict[str, str]:
+    """Send the events' PENDING messages, in one locked pass. A transient failure is retried
+    here with backoff, then again on the event's redelivery; after `max_attempts` rounds the
+    message FAILS. Returns the events to deliver again, with the reason."""
+    retry: dict[str, str] = {}
     with uow:
-        for message in uow.messages.pending_for_event(event.event_id):
+        for message in uow.messages.pending_for_events([event.event_id for event in events]):
+            if retry:
+                # The gateway just failed a whole round: the rest wait for their redelivery
+                # instead of each waiting out its own retries now.
+                retry[message.event_id] = "not tried: the gateway was failing"
+                continue
             message.attempts += 1
             outgoing = Outgoing(message.idempotency_key, message.phone, message.message)
             try:
@@ -81,8 +88,7 @@ def send_pending_sms(
                 if message.attempts >= max_attempts:
                     message.status = SmsStatus.FAILED
                 else:
-                    uow.commit()
-                    raise
+                    retry[message.event_id] = f"TransientSendError: {exc}"
             log.info(
                 "sms.result",
                 sms_id=message.id,
@@ -90,3 +96,4 @@ def send_pending_sms(
                 event_type=message.event_type,
             )
         uow.commit()
+    return retry

@@ -23,12 +23,12 @@ class SmsRepository:
         )
         return {(event_id, phone) for event_id, phone in rows}
 
-    def pending_for_event(self, event_id: str) -> list[SmsMessage]:
+    def pending_for_events(self, event_ids: list[str]) -> list[SmsMessage]:
         # Locked while sending, so two copies of one event never send one message twice.
         return list(
             self.session.execute(
                 select(SmsMessage)
-                .where(SmsMessage.event_id == event_id, SmsMessage.status == SmsStatus.PENDING)
+                .where(SmsMessage.event_id.in_(event_ids), SmsMessage.status == SmsStatus.PENDING)
                 .order_by(SmsMessage.id)
                 .with_for_update()
             ).scalars()

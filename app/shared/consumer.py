@@ -44,8 +44,8 @@ def consume(container: Container, policy: Policy, envelopes: Iterable[dict]) -> 
             error=f"{exc.__class__.__name__}: {exc}",
         )
         applied = [event for event in events if _apply_alone(container, policy, event)]
-    if policy.after_commit is not None:
-        applied = [event for event in applied if _after_commit(container, policy, event)]
+    if policy.after_commit is not None and applied:
+        applied = _after_commit(container, policy, applied)
     done = [event.event_id for event in applied]
     if done and not _done_with_effects(policy):
         with container.main_session() as session:
@@ -95,22 +95,22 @@ def _apply_alone(container: Container, policy: Policy, event: Event) -> bool:
         _apply(container, policy, [event])
         return True
     except Exception as exc:  # noqa: BLE001 - any failure counts towards the dead letter
-        _count_failure(container, policy, event, exc)
+        _count_failure(container, policy, event, f"{exc.__class__.__name__}: {exc}")
         return False
     finally:
         correlation_id.reset(token)
 
 
-def _after_commit(container: Container, policy: Policy, event: Event) -> bool:
-    token = correlation_id.set(event.correlation_id)
+def _after_commit(container: Container, policy: Policy, events: list[Event]) -> list[Event]:
+    """Run the policy's work after the commit; returns the events it completed."""
     try:
-        policy.after_commit(container, event)
-        return True
-    except Exception as exc:  # noqa: BLE001 - e.g. the SMS gateway is down: retried later
-        _count_failure(container, policy, event, exc)
-        return False
-    finally:
-        correlation_id.reset(token)
+        retry = policy.after_commit(container, events)
+    except Exception as exc:  # noqa: BLE001 - e.g. the database went away: all are retried
+        retry = {event.event_id: f"{exc.__class__.__name__}: {exc}" for event in events}
+    for event in events:
+        if event.event_id in retry:
+            _count_failure(container, policy, event, retry[event.event_id])
+    return [event for event in events if event.event_id not in retry]
 
 
 def _count(policy: Policy, handled: int, duplicate: int) -> None:
@@ -120,8 +120,7 @@ def _count(policy: Policy, handled: int, duplicate: int) -> None:
         EVENTS.labels(policy.consumer, "duplicate").inc(duplicate)
 
 
-def _count_failure(container: Container, policy: Policy, event: Event, exc: Exception) -> None:
-    error = f"{exc.__class__.__name__}: {exc}"
+def _count_failure(container: Container, policy: Policy, event: Event, error: str) -> None:
     with container.main_session() as session:
         parked = record_failure(
             session,

@@ -32,6 +32,8 @@ from app.shared.db import MainBase, UTCDateTime, utcnow
 from app.shared.events import Event, EventType
 
 NOTIFY_CHANNEL = "onlinestudy_outbox"
+# Payload prefix of the NOTIFY a worker sends when a task ends (the commits' NOTIFY has none).
+TASK_DONE = "done:"
 
 
 class DeliveryStatus:
@@ -169,30 +171,53 @@ class DueDelivery:
     envelope: dict
 
 
-def claim_due(session: Session, limit: int, redelivery_timeout_s: float) -> list[DueDelivery]:
-    """Lock due deliveries (skipping those another relay holds) and schedule their redelivery.
+def claim_due(
+    session: Session,
+    limit: int,
+    redelivery_timeout_s: float,
+    quotas: dict[str, int] | None = None,
+) -> list[DueDelivery]:
+    """Lock due deliveries (skipping those another relay holds) and schedule their redelivery;
+    with `quotas`, only for those consumers and at most that many each.
 
     The caller publishes them and then commits; if publishing fails it rolls back and they stay
     due. A publish that succeeds but whose commit is lost only causes a duplicate, which the
     consumers absorb.
     """
     now = utcnow()
-    rows = session.execute(
+    stmt = (
         select(Delivery, OutboxEvent)
         .join(OutboxEvent, OutboxEvent.event_id == Delivery.event_id)
         .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
         .order_by(Delivery.id)
         .limit(limit)
         .with_for_update(skip_locked=True, of=Delivery)
-    ).all()
+    )
+    if quotas is not None:
+        stmt = stmt.where(Delivery.consumer.in_([c for c, n in quotas.items() if n > 0]))
+        left = dict(quotas)
     due = []
-    for delivery, outbox_event in rows:
+    for delivery, outbox_event in session.execute(stmt):
+        if quotas is not None:
+            if left[delivery.consumer] <= 0:
+                continue  # over its quota: stays due, for the next pass
+            left[delivery.consumer] -= 1
         delivery.published += 1
         # Capped exponential: a consumer that is down for long is not flooded with copies.
         factor = 2 ** min(delivery.published - 1, 4)
         delivery.next_attempt_at = now + timedelta(seconds=redelivery_timeout_s * factor)
         due.append(DueDelivery(delivery.id, delivery.consumer, outbox_event.to_event().envelope()))
     return due
+
+
+def announce_task_done(session: Session, consumer: str) -> None:
+    """Tell the relay that one of `consumer`'s tasks has finished (a PostgreSQL NOTIFY; SQLite
+    has none, and its relay does not count tasks in flight)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": NOTIFY_CHANNEL, "payload": f"{TASK_DONE}{consumer}"},
+        )
 
 
 def record_done(session: Session, consumer: str, event_ids: Sequence[str]) -> None:

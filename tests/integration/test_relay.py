@@ -2,13 +2,15 @@
 
 import dataclasses
 import time
+from collections import Counter
 from datetime import date
 
 from app.orders import handlers
 from app.policies import BY_CONSUMER
 from app.shared.consumer import consume
+from app.shared.outbox import announce_task_done
 from tests.helpers import random_course_no, random_phone
-from workers.relay import relay_once
+from workers.relay import InFlight, Waker, relay_once
 
 
 def orders(container, count):
@@ -72,3 +74,57 @@ def test_given_no_consumer_records_the_event_then_it_is_published_again_after_th
         "notification.send_sms",
     ]
     assert all(events[0]["order_no"] == order.order_no for _, _, events in fake_celery.sent)
+
+
+def learning_batches(fake_celery) -> list[list[str]]:
+    return [
+        [e["order_no"] for e in events]
+        for name, _, events in fake_celery.sent
+        if name == "learning.open_learning"
+    ]
+
+
+def test_given_a_task_in_flight_then_the_next_events_wait_and_go_together_when_it_ends(
+    container, fake_celery
+):
+    in_flight = InFlight(per_consumer=1, expire_s=60)
+    first = orders(container, 1)
+    relay_once(container, fake_celery, in_flight)
+    later = orders(container, 3)
+    assert relay_once(container, fake_celery, in_flight) == 0  # every consumer's slot is taken
+
+    in_flight.ended(Counter({"learning.open_learning": 1}))
+    assert relay_once(container, fake_celery, in_flight) == 3
+
+    assert learning_batches(fake_celery) == [
+        [first[0].order_no],
+        [o.order_no for o in later],
+    ]
+
+
+def test_given_a_task_that_never_says_it_ended_then_its_slot_is_freed_after_a_moment(
+    container, fake_celery
+):
+    in_flight = InFlight(per_consumer=1, expire_s=0.2)
+    orders(container, 1)
+    relay_once(container, fake_celery, in_flight)
+    orders(container, 1)
+    assert relay_once(container, fake_celery, in_flight) == 0
+    time.sleep(0.25)
+    assert relay_once(container, fake_celery, in_flight) == 3
+
+
+def test_a_worker_telling_a_task_ended_reaches_the_relay(committing_container):
+    waker = Waker(committing_container)
+    try:
+        for consumer in ("mypage.project", "mypage.project", "learning.open_learning"):
+            with committing_container.main_session() as session:
+                announce_task_done(session, consumer)
+                session.commit()
+        ended = Counter()
+        deadline = time.monotonic() + 5
+        while sum(ended.values()) < 3 and time.monotonic() < deadline:
+            ended.update(waker.wait(block=True))
+        assert ended == Counter({"mypage.project": 2, "learning.open_learning": 1})
+    finally:
+        waker.close()

@@ -19,8 +19,8 @@ class FakeMessages:
     def recipients_of(self, event_ids):
         return {(m.event_id, m.phone) for m in self.items if m.event_id in event_ids}
 
-    def pending_for_event(self, event_id):
-        return [m for m in self.items if m.event_id == event_id and m.status == SmsStatus.PENDING]
+    def pending_for_events(self, event_ids):
+        return [m for m in self.items if m.event_id in event_ids and m.status == SmsStatus.PENDING]
 
 
 class FakeNotificationUnitOfWork(FakeUnitOfWork):
@@ -58,7 +58,7 @@ def test_given_the_same_event_twice_then_one_message_is_stored_and_sent_once():
     for _ in range(2):
         record_sms(uow, [event], sender.name)
         uow.commit()  # as the consumer runner does, before the send
-        send_pending_sms(uow, event, sender, max_attempts=5)
+        send_pending_sms(uow, [event], sender, max_attempts=5)
     [message] = uow.messages.items
     assert message.status == SmsStatus.SENT and message.provider_message_id == "provider-1"
     assert len(sender.sent) == 1
@@ -69,7 +69,7 @@ def test_given_a_gateway_hiccup_when_sending_then_it_is_retried_and_sent():
     uow, sender = FakeNotificationUnitOfWork(), FakeSender([TransientSendError("503")])
     event = learning_started()
     record_sms(uow, [event], sender.name)
-    send_pending_sms(uow, event, sender, max_attempts=5)
+    send_pending_sms(uow, [event], sender, max_attempts=5)
     assert uow.messages.items[0].status == SmsStatus.SENT
     assert sender.calls == 2
 
@@ -78,7 +78,7 @@ def test_given_a_permanent_refusal_then_the_message_fails_at_once():
     uow, sender = FakeNotificationUnitOfWork(), FakeSender([PermanentSendError("400")])
     event = learning_started()
     record_sms(uow, [event], sender.name)
-    send_pending_sms(uow, event, sender, max_attempts=5)
+    send_pending_sms(uow, [event], sender, max_attempts=5)
     assert uow.messages.items[0].status == SmsStatus.FAILED
     assert sender.calls == 1
 
@@ -90,10 +90,23 @@ def test_given_a_gateway_down_for_good_then_the_message_fails_after_the_last_rou
     record_sms(uow, [event], sender.name)
     raised = 0
     for _ in range(3):
-        try:
-            send_pending_sms(uow, event, sender, max_attempts=3, quick_retries=2)
-        except TransientSendError:
+        if send_pending_sms(uow, [event], sender, max_attempts=3, quick_retries=2):
             raised += 1
     message = uow.messages.items[0]
     assert raised == 2  # the first two rounds ask for a redelivery, the last one gives up
     assert message.status == SmsStatus.FAILED and message.attempts == 3
+
+
+def test_given_a_batch_when_the_gateway_fails_a_whole_round_then_the_rest_wait_untried():
+    uow = FakeNotificationUnitOfWork()
+    sender = FakeSender([TransientSendError("503")] * 2)
+    events = [learning_started() for _ in range(3)]
+    record_sms(uow, events, sender.name)
+
+    retry = send_pending_sms(uow, events, sender, max_attempts=5, quick_retries=2)
+
+    assert set(retry) == {e.event_id for e in events}
+    assert [m.attempts for m in uow.messages.items] == [1, 0, 0]
+    assert sender.calls == 2  # the first message's round; the others did not wait it out
+    assert send_pending_sms(uow, events, sender, max_attempts=5) == {}  # the redelivery
+    assert [m.status for m in uow.messages.items] == [SmsStatus.SENT] * 3
