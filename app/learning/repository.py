@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.learning.model import Learning, LearningStatus, Manager
@@ -35,13 +35,17 @@ class ManagerRepository:
     def count_started(self, changes: dict[int, int]) -> None:
         """Add to the managers' STARTED counts, in id order: concurrent transactions then lock
         manager rows in one order and never deadlock on them."""
-        for manager_id in sorted(changes):
-            if changes[manager_id]:
-                self.session.execute(
-                    update(Manager)
-                    .where(Manager.id == manager_id)
-                    .values(started_count=Manager.started_count + changes[manager_id])
-                )
+        rows = [{"m_id": m, "delta": changes[m]} for m in sorted(changes) if changes[m]]
+        if rows:
+            self.session.execute(_COUNT_STARTED, rows)
+
+
+_managers = Manager.__table__.c
+_COUNT_STARTED = (
+    update(Manager.__table__)
+    .where(_managers.id == bindparam("m_id"))
+    .values(started_count=_managers.started_count + bindparam("delta"))
+)
 
 
 class LearningRepository:

@@ -82,25 +82,27 @@ def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
     if cmd.begin_date > cmd.end_date:
         raise InvalidInput("begin_date must be on or before end_date")
     with uow:
-        replay = _replayed(uow, cmd)
-        if replay:
-            return replay, False
         course = found(uow.courses.get(cmd.course_no), f"course {cmd.course_no}")
-        if uow.orders.live_order(cmd.phone, cmd.course_no):
-            raise Conflict(f"{cmd.phone} already has a live order of course {cmd.course_no}")
-        order = Order.place(
-            course,
-            cmd.phone,
-            cmd.begin_date,
-            cmd.end_date,
-            cmd.idempotency_key,
-            cmd.fingerprint() if cmd.idempotency_key else None,
-        )
+        try:
+            order = Order.place(
+                course,
+                cmd.phone,
+                cmd.begin_date,
+                cmd.end_date,
+                cmd.idempotency_key,
+                cmd.fingerprint() if cmd.idempotency_key else None,
+            )
+        except Conflict:
+            replay = _replayed(uow, cmd)  # the course closed after the first request
+            if replay:
+                return replay, False
+            raise
         uow.orders.add(order)
         try:
             uow.commit()
         except IntegrityError:
-            # A concurrent twin won a unique index: the same key replays, else it is a conflict.
+            # The unique indexes decide, without a query before every order: the same
+            # Idempotency-Key replays the first order, else the phone has a live order.
             uow.rollback()
             replay = _replayed(uow, cmd)
             if replay:

@@ -42,17 +42,15 @@ class Event:
 
     def envelope(self) -> dict[str, Any]:
         """The JSON form that travels in task arguments."""
-        body = {
-            "event_id": self.event_id,
-            "event_type": str(self.event_type),
-            "occurred_at": self.occurred_at.isoformat(),
-            "order_no": self.order_no,
-            "sequence": self.sequence,
-            "payload": self.payload,
-        }
-        if self.correlation_id:
-            body["correlation_id"] = self.correlation_id
-        return body
+        return envelope(
+            self.event_id,
+            str(self.event_type),
+            self.occurred_at,
+            self.order_no,
+            self.sequence,
+            self.payload,
+            self.correlation_id,
+        )
 
     @classmethod
     def from_envelope(cls, body: dict[str, Any]) -> Event:
@@ -65,6 +63,29 @@ class Event:
             sequence=int(body.get("sequence") or 0),
             correlation_id=body.get("correlation_id"),
         )
+
+
+def envelope(
+    event_id: str,
+    event_type: str,
+    occurred_at: datetime,
+    order_no: str | None,
+    sequence: int,
+    payload: dict[str, Any],
+    correlation_id: str | None,
+) -> dict[str, Any]:
+    """The envelope of SPEC 4 (also built straight from outbox rows by the relay)."""
+    body = {
+        "event_id": event_id,
+        "event_type": event_type,
+        "occurred_at": occurred_at.isoformat(),
+        "order_no": order_no,
+        "sequence": sequence,
+        "payload": payload,
+    }
+    if correlation_id:
+        body["correlation_id"] = correlation_id
+    return body
 
 
 class Aggregate:

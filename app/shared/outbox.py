@@ -7,6 +7,7 @@ its own commit, so an event nobody recorded is published again (SPEC 5.3).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     func,
     insert,
     select,
@@ -29,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from app.shared.db import MainBase, UTCDateTime, utcnow
-from app.shared.events import Event, EventType
+from app.shared.events import Event, EventType, envelope
 
 NOTIFY_CHANNEL = "onlinestudy_outbox"
 # Payload prefix of the NOTIFY a worker sends when a task ends (the commits' NOTIFY has none).
@@ -124,8 +126,23 @@ class OutboxWriter:
         self._subscribers = subscribers
 
     def write(self, session: Session, events: Iterable[Event]) -> list[Event]:
+        events = list(events)
+        if not events:
+            return []
+        order_nos = [event.order_no for event in events]
+        if (
+            session.get_bind().dialect.name == "postgresql"
+            and None not in order_nos
+            and len(set(order_nos)) == len(order_nos)
+        ):
+            self._write_in_one_statement(session, events)
+        else:
+            self._write(session, events)
+        return events
+
+    def _write(self, session: Session, events: list[Event]) -> None:
         now = utcnow()
-        written, event_rows, delivery_rows = [], [], []
+        event_rows, delivery_rows = [], []
         for event in events:
             if event.order_no:
                 event.sequence = next_sequence(session, event.order_no)
@@ -152,16 +169,73 @@ class OutboxWriter:
                 }
                 for consumer in self._subscribers(event.event_type)
             )
-            written.append(event)
         # Core inserts, events first: the deliveries refer to them.
-        if event_rows:
-            session.execute(insert(OutboxEvent), event_rows)
+        session.execute(insert(OutboxEvent), event_rows)
         if delivery_rows:
             session.execute(insert(Delivery), delivery_rows)
-        if written and session.get_bind().dialect.name == "postgresql":
+        if session.get_bind().dialect.name == "postgresql":
             # NOTIFY is transactional: the relay hears it at commit, never for a rollback.
             session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
-        return written
+
+    def _write_in_one_statement(self, session: Session, events: list[Event]) -> None:
+        """PostgreSQL, one event per order (the usual case): the sequences, the events, their
+        deliveries and the NOTIFY in one round trip."""
+        deliveries = [
+            (event.event_id, consumer)
+            for event in events
+            for consumer in self._subscribers(event.event_type)
+        ]
+        sequences = session.execute(
+            _WRITE_ALL,
+            {
+                "event_ids": [e.event_id for e in events],
+                "types": [str(e.event_type) for e in events],
+                "order_nos": [e.order_no for e in events],
+                "occurred": [e.occurred_at for e in events],
+                "payloads": [json.dumps(e.payload) for e in events],
+                "cids": [e.correlation_id for e in events],
+                "d_events": [event_id for event_id, _ in deliveries],
+                "d_consumers": [consumer for _, consumer in deliveries],
+                "now": utcnow(),
+                "channel": NOTIFY_CHANNEL,
+            },
+        )
+        by_id = dict(sequences.all())
+        for event in events:
+            event.sequence = by_id[event.event_id]
+
+
+_WRITE_ALL = text(
+    """
+WITH input AS (
+    SELECT * FROM unnest(
+        CAST(:event_ids AS varchar[]), CAST(:types AS varchar[]), CAST(:order_nos AS varchar[]),
+        CAST(:occurred AS timestamptz[]), CAST(:payloads AS text[]), CAST(:cids AS varchar[])
+    ) AS t(event_id, event_type, order_no, occurred_at, payload, correlation_id)
+), seq AS (
+    INSERT INTO outbox_order_sequences AS s (order_no, last_sequence)
+    SELECT order_no, 1 FROM input
+    ON CONFLICT (order_no) DO UPDATE SET last_sequence = s.last_sequence + 1
+    RETURNING order_no, last_sequence
+), ev AS (
+    INSERT INTO outbox_events
+        (event_id, event_type, order_no, sequence, occurred_at, payload, correlation_id)
+    SELECT i.event_id, i.event_type, i.order_no, seq.last_sequence, i.occurred_at,
+           CAST(i.payload AS json), i.correlation_id
+    FROM input i JOIN seq USING (order_no)
+    RETURNING event_id, sequence
+), dl AS (
+    INSERT INTO outbox_deliveries
+        (event_id, consumer, status, published, failures, next_attempt_at, created_at)
+    SELECT d.event_id, d.consumer, 'PENDING', 0, 0, :now, :now
+    FROM unnest(CAST(:d_events AS varchar[]), CAST(:d_consumers AS varchar[]))
+        AS d(event_id, consumer)
+), woken AS (
+    SELECT pg_notify(:channel, '')
+)
+SELECT ev.event_id, ev.sequence FROM ev CROSS JOIN woken
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -185,29 +259,61 @@ def claim_due(
     consumers absorb.
     """
     now = utcnow()
+    d, e = Delivery.__table__.c, OutboxEvent.__table__.c
+    # Core rows, not ORM objects: the relay does this for every event, many times a second.
     stmt = (
-        select(Delivery, OutboxEvent)
-        .join(OutboxEvent, OutboxEvent.event_id == Delivery.event_id)
-        .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
-        .order_by(Delivery.id)
+        select(
+            d.id,
+            d.consumer,
+            d.published,
+            e.event_id,
+            e.event_type,
+            e.order_no,
+            e.sequence,
+            e.occurred_at,
+            e.payload,
+            e.correlation_id,
+        )  # fmt: skip
+        .join_from(Delivery.__table__, OutboxEvent.__table__, e.event_id == d.event_id)
+        .where(d.status == DeliveryStatus.PENDING, d.next_attempt_at <= now)
+        .order_by(d.id)
         .limit(limit)
-        .with_for_update(skip_locked=True, of=Delivery)
+        .with_for_update(skip_locked=True, of=Delivery.__table__)
     )
     if quotas is not None:
-        stmt = stmt.where(Delivery.consumer.in_([c for c, n in quotas.items() if n > 0]))
+        stmt = stmt.where(d.consumer.in_([c for c, n in quotas.items() if n > 0]))
         left = dict(quotas)
-    due = []
-    for delivery, outbox_event in session.execute(stmt):
+    due, pushed = [], []
+    for row in session.execute(stmt):
         if quotas is not None:
-            if left[delivery.consumer] <= 0:
+            if left[row.consumer] <= 0:
                 continue  # over its quota: stays due, for the next pass
-            left[delivery.consumer] -= 1
-        delivery.published += 1
+            left[row.consumer] -= 1
         # Capped exponential: a consumer that is down for long is not flooded with copies.
-        factor = 2 ** min(delivery.published - 1, 4)
-        delivery.next_attempt_at = now + timedelta(seconds=redelivery_timeout_s * factor)
-        due.append(DueDelivery(delivery.id, delivery.consumer, outbox_event.to_event().envelope()))
+        factor = 2 ** min(row.published, 4)
+        pushed.append(
+            {"d_id": row.id, "at": now + timedelta(seconds=redelivery_timeout_s * factor)}
+        )
+        body = envelope(
+            row.event_id,
+            row.event_type,
+            row.occurred_at,
+            row.order_no,
+            row.sequence,
+            row.payload,
+            row.correlation_id,
+        )
+        due.append(DueDelivery(row.id, row.consumer, body))
+    if pushed:
+        session.execute(_PUSH_NEXT_ATTEMPT, pushed)
     return due
+
+
+_PUSH_NEXT_ATTEMPT = (
+    update(Delivery.__table__)
+    .where(Delivery.__table__.c.id == bindparam("d_id"))
+    .values(published=Delivery.__table__.c.published + 1, next_attempt_at=bindparam("at"))
+)
 
 
 def announce_task_done(session: Session, consumer: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+from sqlalchemy.exc import IntegrityError
+
 from app.notification.senders import Outgoing
 from app.orders.model import OrderStatus
 from app.shared.events import Aggregate, Event
@@ -92,10 +94,29 @@ class FakeOrders:
 
 
 class FakeOrdersUnitOfWork(FakeUnitOfWork):
+    """Enforces the orders table's unique indexes at commit, as the database does."""
+
     def __init__(self):
         super().__init__()
         self.courses = FakeCourses(self)
         self.orders = FakeOrders(self)
+        self._committed_orders = 0
+
+    def commit(self):
+        live = [
+            (o.phone, o.course_no) for o in self.orders.items if o.status == OrderStatus.ORDERED
+        ]
+        keys = [o.idempotency_key for o in self.orders.items if o.idempotency_key]
+        if len(set(live)) < len(live) or len(set(keys)) < len(keys):
+            raise IntegrityError("INSERT INTO orders_orders", {}, Exception("unique index"))
+        events = super().commit()
+        self._committed_orders = len(self.orders.items)
+        return events
+
+    def rollback(self):
+        added = self.orders.items[self._committed_orders :]
+        del self.orders.items[self._committed_orders :]
+        self._seen = [obj for obj in self._seen if obj not in added]
 
 
 class FakeManagers:
