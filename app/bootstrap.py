@@ -26,7 +26,12 @@ class Container:
     def __init__(self, settings: Settings, sms_sender: SmsSender | None = None):
         self.settings = settings
         self.db = Database(settings.database_url, settings.notification_database_url)
-        self.outbox = OutboxWriter(subscribers)
+        self.outbox = OutboxWriter(
+            subscribers,
+            deferred={
+                p.consumer: settings.score_sync_timeout_s for p in POLICIES if p.behind_score_chain
+            },
+        )
         self.sms_sender = sms_sender or make_sender(
             settings.sms_provider, settings.sms_http_url, settings.sms_http_timeout_s
         )

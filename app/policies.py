@@ -38,6 +38,9 @@ class Policy:
     # the events to deliver again, with the reason. It runs on every copy of an event, so it
     # must itself be idempotent.
     after_commit: Callable[[Container, list[Event]], dict[str, str]] | None = None
+    # Only a safety net behind the synchronous score chain: its copy is first due after
+    # SCORE_SYNC_TIMEOUT_S, so that on the normal path it does not race the chain's own step.
+    behind_score_chain: bool = False
 
 
 def _in(uow_name: str, handler) -> dict:
@@ -103,6 +106,7 @@ POLICIES: tuple[Policy, ...] = (
         Queue.EVALUATION,
         (E.ORDER_COMPLETED,),
         **_in("evaluation_uow", one_by_one(evaluation.finalize_on_order_completed)),
+        behind_score_chain=True,
     ),
     # notification: the row in the transaction, the send after the commit
     Policy(

@@ -20,7 +20,7 @@ from celery import Celery
 
 from app.bootstrap import Container
 from app.policies import BY_CONSUMER
-from app.shared.outbox import NOTIFY_CHANNEL, TASK_DONE, claim_due
+from app.shared.outbox import NEW_WORK, NOTIFY_CHANNEL, TASK_DONE, claim_due
 
 log = structlog.get_logger(__name__)
 
@@ -29,34 +29,53 @@ SWEEP_INTERVAL_S = 1.0
 
 
 class InFlight:
-    """The relay's count of the tasks it published that have not told it they ended. A slot
-    whose task never tells (its worker was killed) is freed after `expire_s`, so a lost
-    notification only costs a moment; the outbox redelivers the task's events anyway."""
+    """What the relay knows without asking the database: the tasks it published that have not
+    told it they ended, and which consumers may have due deliveries.
 
-    def __init__(self, per_consumer: int, expire_s: float):
+    A slot whose task never tells (its worker was killed) is freed after `expire_s`, so a lost
+    notification only costs a moment; the outbox redelivers the task's events anyway. A
+    consumer is looked for when a commit names it, while its last claim filled its quota, and
+    at every sweep (redeliveries and retries come due without a NOTIFY)."""
+
+    def __init__(self, per_consumer: int, expire_s: float, sweep_s: float = SWEEP_INTERVAL_S):
         self.per_consumer = per_consumer
         self.expire_s = expire_s
+        self.sweep_s = sweep_s
         self._started: dict[str, deque[float]] = defaultdict(deque)
+        self._may_have_work: set[str] = set(BY_CONSUMER)
+        self._swept_at = time.monotonic()
 
-    def quotas(self, batch_max: int) -> dict[str, int]:
-        """How many deliveries each consumer may be sent now."""
-        now = time.monotonic()
-        quotas = {}
-        for consumer in BY_CONSUMER:
-            started = self._started[consumer]
-            while started and now - started[0] > self.expire_s:
-                started.popleft()
-            quotas[consumer] = (self.per_consumer - len(started)) * batch_max
-        return quotas
-
-    def published(self, consumer: str, tasks: int) -> None:
-        self._started[consumer].extend([time.monotonic()] * tasks)
-
-    def ended(self, counts: Counter[str]) -> None:
-        for consumer, n in counts.items():
+    def heard(self, new_work: set[str], ended: Counter[str]) -> None:
+        self._may_have_work |= new_work
+        for consumer, n in ended.items():
             started = self._started.get(consumer)
             for _ in range(min(n, len(started or ()))):
                 started.popleft()
+
+    def quotas(self, batch_max: int) -> dict[str, int]:
+        """How many deliveries to claim for each consumer now (only those worth a look)."""
+        now = time.monotonic()
+        if now - self._swept_at >= self.sweep_s:
+            self._may_have_work = set(BY_CONSUMER)
+            self._swept_at = now
+        quotas = {}
+        for consumer in self._may_have_work:
+            started = self._started[consumer]
+            while started and now - started[0] > self.expire_s:
+                started.popleft()
+            free = self.per_consumer - len(started)
+            if free > 0:
+                quotas[consumer] = free * batch_max
+        return quotas
+
+    def claimed(self, quotas: dict[str, int], counts: Counter[str]) -> None:
+        """After a claim: a consumer that got less than its quota has nothing more due."""
+        for consumer, quota in quotas.items():
+            if counts[consumer] < quota:
+                self._may_have_work.discard(consumer)
+
+    def published(self, consumer: str, tasks: int) -> None:
+        self._started[consumer].extend([time.monotonic()] * tasks)
 
 
 def relay_once(container: Container, celery: Celery, in_flight: InFlight | None = None) -> int:
@@ -65,9 +84,11 @@ def relay_once(container: Container, celery: Celery, in_flight: InFlight | None 
     size = settings.relay_batch_max
     with container.main_session() as session:
         quotas = in_flight.quotas(size) if in_flight else None
-        if quotas is not None and not any(n > 0 for n in quotas.values()):
-            return 0
+        if quotas == {}:
+            return 0  # nothing worth a query: every consumer with new work is busy
         due = claim_due(session, CLAIM_LIMIT, settings.redelivery_timeout_s, quotas)
+        if in_flight:
+            in_flight.claimed(quotas, Counter(d.consumer for d in due))
         if not due:
             session.rollback()
             return 0
@@ -113,14 +134,15 @@ class Waker:
     def hears_tasks_end(self) -> bool:
         return self._conn is not None
 
-    def wait(self, block: bool) -> Counter[str]:
-        """Every notification already there (after waiting for one if `block`); returns how
-        many tasks of each consumer said they ended."""
+    def wait(self, block: bool) -> tuple[set[str], Counter[str]]:
+        """Every notification already there (after waiting for one if `block`); returns the
+        consumers that commits gave new deliveries to, and how many tasks of each ended."""
+        new_work: set[str] = set()
         ended: Counter[str] = Counter()
         if self._conn is None:
             if block:
                 time.sleep(self.settings.relay_poll_interval_s)
-            return ended
+            return new_work, ended
         notifies = (
             self._conn.notifies(timeout=SWEEP_INTERVAL_S, stop_after=1)
             if block
@@ -128,10 +150,14 @@ class Waker:
         )
         for notify in notifies:
             if notify.payload.startswith(TASK_DONE):
-                ended[notify.payload[len(TASK_DONE) :]] += 1
+                ended[notify.payload.removeprefix(TASK_DONE)] += 1
+            elif notify.payload.startswith(NEW_WORK):
+                new_work.update(notify.payload.removeprefix(NEW_WORK).split(","))
         if block:  # then take the rest that came with it
-            ended.update(self.wait(block=False))
-        return ended
+            more_work, more_ended = self.wait(block=False)
+            new_work |= more_work
+            ended.update(more_ended)
+        return new_work, ended
 
     def close(self) -> None:
         if self._conn is not None:
@@ -154,9 +180,9 @@ def run_relay(container: Container, celery: Celery, stop: threading.Event, heart
                     if waker.hears_tasks_end
                     else None
                 )
-            ended = waker.wait(block=published == 0)
+            new_work, ended = waker.wait(block=published == 0)
             if in_flight:
-                in_flight.ended(ended)
+                in_flight.heard(new_work, ended)
             published = relay_once(container, celery, in_flight)
             if heartbeat:
                 heartbeat()

@@ -34,8 +34,14 @@ from app.shared.db import MainBase, UTCDateTime, utcnow
 from app.shared.events import Event, EventType, envelope
 
 NOTIFY_CHANNEL = "onlinestudy_outbox"
-# Payload prefix of the NOTIFY a worker sends when a task ends (the commits' NOTIFY has none).
+# Payloads of the NOTIFYs: a commit names the consumers it gave deliveries to; a worker names
+# the consumer whose task ended.
+NEW_WORK = "new:"
 TASK_DONE = "done:"
+
+
+def _new_work(consumers: Iterable[str]) -> str:
+    return NEW_WORK + ",".join(sorted(set(consumers)))
 
 
 class DeliveryStatus:
@@ -122,8 +128,14 @@ Subscribers = Callable[[EventType], Sequence[str]]
 class OutboxWriter:
     """Writes events and their deliveries into the caller's transaction."""
 
-    def __init__(self, subscribers: Subscribers):
+    def __init__(self, subscribers: Subscribers, deferred: dict[str, float] | None = None):
         self._subscribers = subscribers
+        # Consumers whose copy is first due this many seconds after the commit.
+        self._deferred = deferred or {}
+
+    def _due(self, consumer: str, now: datetime) -> datetime:
+        delay = self._deferred.get(consumer)
+        return now + timedelta(seconds=delay) if delay else now
 
     def write(self, session: Session, events: Iterable[Event]) -> list[Event]:
         events = list(events)
@@ -164,7 +176,7 @@ class OutboxWriter:
                     "status": DeliveryStatus.PENDING,
                     "published": 0,
                     "failures": 0,
-                    "next_attempt_at": now,
+                    "next_attempt_at": self._due(consumer, now),
                     "created_at": now,
                 }
                 for consumer in self._subscribers(event.event_type)
@@ -175,13 +187,20 @@ class OutboxWriter:
             session.execute(insert(Delivery), delivery_rows)
         if session.get_bind().dialect.name == "postgresql":
             # NOTIFY is transactional: the relay hears it at commit, never for a rollback.
-            session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+            session.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {
+                    "channel": NOTIFY_CHANNEL,
+                    "payload": _new_work(row["consumer"] for row in delivery_rows),
+                },
+            )
 
     def _write_in_one_statement(self, session: Session, events: list[Event]) -> None:
         """PostgreSQL, one event per order (the usual case): the sequences, the events, their
         deliveries and the NOTIFY in one round trip."""
+        now = utcnow()
         deliveries = [
-            (event.event_id, consumer)
+            (event.event_id, consumer, self._due(consumer, now))
             for event in events
             for consumer in self._subscribers(event.event_type)
         ]
@@ -194,10 +213,12 @@ class OutboxWriter:
                 "occurred": [e.occurred_at for e in events],
                 "payloads": [json.dumps(e.payload) for e in events],
                 "cids": [e.correlation_id for e in events],
-                "d_events": [event_id for event_id, _ in deliveries],
-                "d_consumers": [consumer for _, consumer in deliveries],
-                "now": utcnow(),
+                "d_events": [d[0] for d in deliveries],
+                "d_consumers": [d[1] for d in deliveries],
+                "d_due": [d[2] for d in deliveries],
+                "now": now,
                 "channel": NOTIFY_CHANNEL,
+                "payload": _new_work(d[1] for d in deliveries),
             },
         )
         by_id = dict(sequences.all())
@@ -227,11 +248,13 @@ WITH input AS (
 ), dl AS (
     INSERT INTO outbox_deliveries
         (event_id, consumer, status, published, failures, next_attempt_at, created_at)
-    SELECT d.event_id, d.consumer, 'PENDING', 0, 0, :now, :now
-    FROM unnest(CAST(:d_events AS varchar[]), CAST(:d_consumers AS varchar[]))
-        AS d(event_id, consumer)
+    SELECT d.event_id, d.consumer, 'PENDING', 0, 0, d.due, :now
+    FROM unnest(
+        CAST(:d_events AS varchar[]), CAST(:d_consumers AS varchar[]),
+        CAST(:d_due AS timestamptz[])
+    ) AS d(event_id, consumer, due)
 ), woken AS (
-    SELECT pg_notify(:channel, '')
+    SELECT pg_notify(:channel, :payload)
 )
 SELECT ev.event_id, ev.sequence FROM ev CROSS JOIN woken
 """

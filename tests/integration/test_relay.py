@@ -3,12 +3,16 @@
 import dataclasses
 import time
 from collections import Counter
-from datetime import date
+from datetime import date, timedelta
 
+from sqlalchemy import select
+
+from app.learning.handlers import RegisterManager, register_manager
 from app.orders import handlers
 from app.policies import BY_CONSUMER
 from app.shared.consumer import consume
-from app.shared.outbox import announce_task_done
+from app.shared.db import utcnow
+from app.shared.outbox import Delivery, announce_task_done
 from tests.helpers import random_course_no, random_phone
 from workers.relay import InFlight, Waker, relay_once
 
@@ -93,7 +97,7 @@ def test_given_a_task_in_flight_then_the_next_events_wait_and_go_together_when_i
     later = orders(container, 3)
     assert relay_once(container, fake_celery, in_flight) == 0  # every consumer's slot is taken
 
-    in_flight.ended(Counter({"learning.open_learning": 1}))
+    in_flight.heard({"learning.open_learning"}, Counter({"learning.open_learning": 1}))
     assert relay_once(container, fake_celery, in_flight) == 3
 
     assert learning_batches(fake_celery) == [
@@ -109,9 +113,26 @@ def test_given_a_task_that_never_says_it_ended_then_its_slot_is_freed_after_a_mo
     orders(container, 1)
     relay_once(container, fake_celery, in_flight)
     orders(container, 1)
+    heard = {"learning.open_learning", "notification.send_sms", "mypage.project"}
+    in_flight.heard(heard, Counter())  # the commit's NOTIFY
     assert relay_once(container, fake_celery, in_flight) == 0
     time.sleep(0.25)
     assert relay_once(container, fake_celery, in_flight) == 3
+
+
+def test_a_commit_names_its_consumers_to_the_relay(committing_container):
+    waker = Waker(committing_container)
+    try:
+        register_manager(
+            committing_container.learning_uow(), RegisterManager("알림", "010-9999-0021")
+        )
+        new_work = set()
+        deadline = time.monotonic() + 5
+        while not new_work and time.monotonic() < deadline:
+            new_work |= waker.wait(block=True)[0]
+        assert new_work == {"learning.start_waiting_learnings"}
+    finally:
+        waker.close()
 
 
 def test_a_worker_telling_a_task_ended_reaches_the_relay(committing_container):
@@ -124,7 +145,29 @@ def test_a_worker_telling_a_task_ended_reaches_the_relay(committing_container):
         ended = Counter()
         deadline = time.monotonic() + 5
         while sum(ended.values()) < 3 and time.monotonic() < deadline:
-            ended.update(waker.wait(block=True))
+            ended.update(waker.wait(block=True)[1])
         assert ended == Counter({"mypage.project": 2, "learning.open_learning": 1})
     finally:
         waker.close()
+
+
+def test_the_convergence_copy_of_order_completed_waits_behind_the_score_chain(
+    container, fake_celery
+):
+    [order] = orders(container, 1)
+    relay_once(container, fake_celery)
+    handlers.register_score(container.orders_uow(), order.order_no, 88)
+    fake_celery.sent.clear()
+
+    relay_once(container, fake_celery)
+
+    # My page hears of the completion at once; evaluation's safety net only after the guard.
+    assert [name for name, _, _ in fake_celery.sent] == ["mypage.project"]
+    with container.main_session() as session:
+        due = session.execute(
+            select(Delivery.next_attempt_at).where(
+                Delivery.consumer == "evaluation.finalize_on_order_completed"
+            )
+        ).scalar_one()
+    guard = container.settings.score_sync_timeout_s
+    assert due - utcnow() > timedelta(seconds=guard - 1)
