@@ -57,7 +57,7 @@ class Settings:
     max_attempts: int = 5
     relay_poll_interval_s: float = 0.05
     relay_batch_max: int = 50
-    relay_inflight_tasks: int = 2
+    relay_inflight_tasks: int = 1
     relay_inflight_expire_s: float = 2.0
     score_sync_timeout_s: float = 3.0
     learning_backlog_limit: int = 10_000
@@ -124,7 +124,7 @@ class Settings:
             max_attempts=_int(env, "MAX_ATTEMPTS", 5, minimum=1),
             relay_poll_interval_s=_float(env, "RELAY_POLL_INTERVAL_S", 0.05, minimum=0.001),
             relay_batch_max=_int(env, "RELAY_BATCH_MAX", 50, minimum=1),
-            relay_inflight_tasks=_int(env, "RELAY_INFLIGHT_TASKS", 2, minimum=1),
+            relay_inflight_tasks=_int(env, "RELAY_INFLIGHT_TASKS", 1, minimum=1),
             relay_inflight_expire_s=_float(env, "RELAY_INFLIGHT_EXPIRE_S", 2.0, minimum=0.1),
             score_sync_timeout_s=_float(env, "SCORE_SYNC_TIMEOUT_S", 3.0, minimum=0.1),
             learning_backlog_limit=_int(env, "LEARNING_BACKLOG_LIMIT", 10_000, minimum=1),
