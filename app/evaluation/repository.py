@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.evaluation.model import Evaluation
-from app.shared.db import paged, where_given
+from app.shared.db import among, paged, where_given
 
 
 class EvaluationRepository:
@@ -23,7 +23,9 @@ class EvaluationRepository:
         """Which of these orders have an evaluation (or a tombstone) already."""
         return set(
             self.session.execute(
-                select(Evaluation.order_no).where(Evaluation.order_no.in_(order_nos))
+                select(Evaluation.order_no).where(
+                    among(self.session, Evaluation.order_no, order_nos)
+                )
             ).scalars()
         )
 

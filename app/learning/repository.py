@@ -6,7 +6,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.learning.model import Learning, LearningStatus, Manager
-from app.shared.db import paged, where_given
+from app.shared.db import among, paged, where_given
 
 
 class ManagerRepository:
@@ -73,7 +73,7 @@ class LearningRepository:
         """Which of these orders have a learning (or a tombstone) already."""
         return set(
             self.session.execute(
-                select(Learning.order_no).where(Learning.order_no.in_(order_nos))
+                select(Learning.order_no).where(among(self.session, Learning.order_no, order_nos))
             ).scalars()
         )
 

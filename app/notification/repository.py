@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.notification.model import SmsMessage, SmsStatus
-from app.shared.db import paged, where_given
+from app.shared.db import among, paged, where_given
 
 
 class SmsRepository:
@@ -19,7 +19,9 @@ class SmsRepository:
     def recipients_of(self, event_ids: list[str]) -> set[tuple[str, str]]:
         """(event_id, phone) of the messages these events have already."""
         rows = self.session.execute(
-            select(SmsMessage.event_id, SmsMessage.phone).where(SmsMessage.event_id.in_(event_ids))
+            select(SmsMessage.event_id, SmsMessage.phone).where(
+                among(self.session, SmsMessage.event_id, event_ids)
+            )
         )
         return {(event_id, phone) for event_id, phone in rows}
 
@@ -28,7 +30,10 @@ class SmsRepository:
         return list(
             self.session.execute(
                 select(SmsMessage)
-                .where(SmsMessage.event_id.in_(event_ids), SmsMessage.status == SmsStatus.PENDING)
+                .where(
+                    among(self.session, SmsMessage.event_id, event_ids),
+                    SmsMessage.status == SmsStatus.PENDING,
+                )
                 .order_by(SmsMessage.id)
                 .with_for_update()
             ).scalars()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Column, MetaData, String, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Column, MetaData, String, Table, select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from app.shared.db import MainBase, NotificationBase, UTCDateTime, utcnow
@@ -45,16 +45,24 @@ def claim_all(session: Session, bind: str, consumer: str, event_ids: Iterable[st
     """
     table = PROCESSED[bind]
     now = utcnow()
-    rows = [
-        {"consumer": consumer, "event_id": event_id, "processed_at": now}
-        for event_id in sorted(set(event_ids))
-    ]
-    if not rows:
+    ids = sorted(set(event_ids))
+    if not ids:
         return set()
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    inserted = session.execute(
-        dialect.insert(table).values(rows).on_conflict_do_nothing().returning(table.c.event_id)
-    )
+    if session.get_bind().dialect.name == "postgresql":
+        # The ids as one array: one SQL text whatever the batch size, parsed once.
+        inserted = session.execute(
+            text(
+                f"INSERT INTO {table.name} (consumer, event_id, processed_at) "
+                "SELECT :consumer, e, :now FROM unnest(CAST(:ids AS varchar[])) AS e "
+                "ON CONFLICT DO NOTHING RETURNING event_id"
+            ),
+            {"consumer": consumer, "now": now, "ids": ids},
+        )
+    else:
+        rows = [{"consumer": consumer, "event_id": i, "processed_at": now} for i in ids]
+        inserted = session.execute(
+            sqlite.insert(table).values(rows).on_conflict_do_nothing().returning(table.c.event_id)
+        )
     return set(inserted.scalars())
 
 

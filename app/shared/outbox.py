@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from app.shared.db import MainBase, UTCDateTime, utcnow
+from app.shared.db import MainBase, UTCDateTime, among, utcnow
 from app.shared.events import Event, EventType, envelope
 
 NOTIFY_CHANNEL = "onlinestudy_outbox"
@@ -304,7 +304,7 @@ def claim_due(
         .with_for_update(skip_locked=True, of=Delivery.__table__)
     )
     if quotas is not None:
-        stmt = stmt.where(d.consumer.in_([c for c, n in quotas.items() if n > 0]))
+        stmt = stmt.where(among(session, d.consumer, [c for c, n in quotas.items() if n > 0]))
         left = dict(quotas)
     due, pushed = [], []
     for row in session.execute(stmt):
@@ -356,7 +356,7 @@ def record_done(session: Session, consumer: str, event_ids: Sequence[str]) -> No
         update(Delivery)
         .where(
             Delivery.consumer == consumer,
-            Delivery.event_id.in_(event_ids),
+            among(session, Delivery.event_id, event_ids),
             Delivery.status != DeliveryStatus.DONE,
         )
         .values(status=DeliveryStatus.DONE, done_at=utcnow(), last_error=None)
