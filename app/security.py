@@ -23,6 +23,7 @@ from flask_smorest import abort
 from app.config import ConfigError, Settings
 
 ROLES = ("admin", "manager", "student")
+LEEWAY_S = 30  # clock skew allowed on exp
 ISSUER = "onlinestudy"
 # No token needed: probes, metrics (their own token, if set) and the API's description.
 PUBLIC_PREFIXES = ("/health/", "/metrics", "/openapi.json", "/docs")
@@ -62,6 +63,7 @@ class Tokens:
 
     def __init__(self, settings: Settings):
         self.algorithm = settings.jwt_algorithm
+        self._verified: dict[str, tuple[Principal, float]] = {}
         self._jwks = None
         self._secret = None
         self._public_key = settings.jwt_public_key
@@ -107,8 +109,23 @@ class Tokens:
             claims["manager_id"] = manager_id
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
+    # Verified tokens, so that a client's every request does not check the signature again;
+    # an entry is used only until its token expires.
+    CACHE_SIZE = 4096
+
     def verify(self, token: str) -> Principal:
         """The caller, or jwt.InvalidTokenError."""
+        cache = self._verified
+        hit = cache.get(token)
+        if hit is not None and time.time() < hit[1]:
+            return hit[0]
+        principal, expires = self._verify(token)
+        if len(cache) >= self.CACHE_SIZE:
+            cache.clear()
+        cache[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         if self._jwks is not None:
             key = self._jwks.get_signing_key_from_jwt(token).key
         else:
@@ -118,7 +135,7 @@ class Tokens:
             key,
             algorithms=[self.algorithm],
             options={"require": ["exp", "sub", "role"]},
-            leeway=30,
+            leeway=LEEWAY_S,
         )
         role = claims["role"]
         if role not in ROLES:
@@ -127,7 +144,10 @@ class Tokens:
             raise jwt.InvalidTokenError("a student token names a phone")
         if role == "manager" and not isinstance(claims.get("manager_id"), int):
             raise jwt.InvalidTokenError("a manager token names a manager_id")
-        return Principal(str(claims["sub"]), role, claims.get("phone"), claims.get("manager_id"))
+        principal = Principal(
+            str(claims["sub"]), role, claims.get("phone"), claims.get("manager_id")
+        )
+        return principal, float(claims["exp"]) + LEEWAY_S
 
 
 # --- per request --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ its own commit, so an event nobody recorded is published again (SPEC 5.3).
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +21,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    bindparam,
     func,
     insert,
     select,
@@ -306,7 +306,8 @@ def claim_due(
     if quotas is not None:
         stmt = stmt.where(among(session, d.consumer, [c for c, n in quotas.items() if n > 0]))
         left = dict(quotas)
-    due, pushed = [], []
+    due: list[DueDelivery] = []
+    pushed: dict[datetime, list[int]] = defaultdict(list)  # next attempt -> deliveries
     for row in session.execute(stmt):
         if quotas is not None:
             if left[row.consumer] <= 0:
@@ -314,9 +315,7 @@ def claim_due(
             left[row.consumer] -= 1
         # Capped exponential: a consumer that is down for long is not flooded with copies.
         factor = 2 ** min(row.published, 4)
-        pushed.append(
-            {"d_id": row.id, "at": now + timedelta(seconds=redelivery_timeout_s * factor)}
-        )
+        pushed[now + timedelta(seconds=redelivery_timeout_s * factor)].append(row.id)
         body = envelope(
             row.event_id,
             row.event_type,
@@ -327,16 +326,14 @@ def claim_due(
             row.correlation_id,
         )
         due.append(DueDelivery(row.id, row.consumer, body))
-    if pushed:
-        session.execute(_PUSH_NEXT_ATTEMPT, pushed)
+    # One statement per distinct next attempt (usually one: first publications).
+    for next_attempt_at, ids in pushed.items():
+        session.execute(
+            update(Delivery.__table__)
+            .where(among(session, d.id, ids))
+            .values(published=d.published + 1, next_attempt_at=next_attempt_at)
+        )
     return due
-
-
-_PUSH_NEXT_ATTEMPT = (
-    update(Delivery.__table__)
-    .where(Delivery.__table__.c.id == bindparam("d_id"))
-    .values(published=Delivery.__table__.c.published + 1, next_attempt_at=bindparam("at"))
-)
 
 
 def announce_task_done(session: Session, consumer: str) -> None:

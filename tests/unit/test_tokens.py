@@ -1,5 +1,7 @@
 """Tokens: the embedded instance secret, production without one, and the claims they carry."""
 
+import time
+
 import jwt
 import pytest
 
@@ -72,3 +74,19 @@ def test_rs256_verifies_with_the_identity_providers_public_key(tmp_path):
         tokens.verify(forged)
     with pytest.raises(ConfigError):
         tokens.issue("admin")
+
+
+def test_a_verified_token_is_trusted_from_memory_only_until_it_expires(monkeypatch):
+    tokens = Tokens(Settings.from_env({"CELERY_BROKER_URL": "redis://x", "JWT_SECRET": SECRET}))
+    token = tokens.issue("student", phone="010-1234-5678", ttl_s=60)
+    checks = []
+    real = tokens._verify
+    monkeypatch.setattr(tokens, "_verify", lambda t: checks.append(t) or real(t))
+
+    first, again = tokens.verify(token), tokens.verify(token)
+    assert first == again and len(checks) == 1
+
+    later = time.time() + 60 + 31  # past exp and the clock-skew leeway
+    monkeypatch.setattr("app.security.time.time", lambda: later)
+    tokens.verify(token)  # not from memory any more: the signature and exp are checked again
+    assert len(checks) == 2
