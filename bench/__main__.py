@@ -905,13 +905,11 @@ class Bench:
             JOIN outbox_events e ON e.event_id = d.event_id
             WHERE d.status = 'PENDING' AND d.next_attempt_at <= now()
             ORDER BY d.id LIMIT 500 FOR UPDATE OF d SKIP LOCKED""",
-        # app/learning/repository.py ManagerRepository.least_loaded(), once per CourseOrdered.
-        "learning_least_loaded": """
+        # app/learning/repository.py ManagerRepository.by_load(), once per learning batch
+        # (the STARTED count is kept on the manager row: it no longer grows with learnings).
+        "learning_managers_by_load": """
             SELECT m.* FROM learning_managers m
-            LEFT OUTER JOIN (SELECT manager_id, count(id) AS started FROM learning_learnings
-                             WHERE status = 'STARTED' GROUP BY manager_id) AS load
-                 ON load.manager_id = m.id
-            WHERE m.active IS true ORDER BY coalesce(load.started, 0), m.id LIMIT 1""",
+            WHERE m.active IS true ORDER BY m.started_count, m.id""",
         # Container.learning_backlog(), every 0.5 s in each API process.
         "api_learning_backlog": """
             SELECT count(id) FROM outbox_deliveries

@@ -24,7 +24,7 @@ PATTERNS = {
         r"^(open_learning|open_evaluation|project|record_sms|complete_learning"
         r"|finalize_on_order_completed|cancel_learning|cancel_evaluation) \(app/"
     ),
-    "consumer: least_loaded manager query": r"^ManagerRepository.least_loaded ",
+    "consumer: managers by load": r"^ManagerRepository.by_load ",
     "consumer: uow.commit (outbox write + COMMIT)": r"^UnitOfWork.commit ",
     "consumer: OutboxWriter.write": r"^OutboxWriter.write ",
     "consumer: after_commit SMS send (2nd txn)": r"^send_pending_sms ",

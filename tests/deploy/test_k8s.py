@@ -3,6 +3,7 @@ runs, probes, scales and stops every part of the system as the product needs."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -239,7 +240,9 @@ def test_given_the_api_and_every_worker_then_a_disruption_budget_covers_it(docum
         assert len(matching) == 1, deployment["metadata"]["name"]
 
 
-def test_given_every_worker_queue_then_a_keda_scaled_object_scales_it_on_the_redis_list(documents):
+def test_given_every_worker_queue_then_a_keda_scaled_object_scales_it_on_its_outbox_backlog(
+    documents,
+):
     workers = worker_deployments(documents)
     scaled = of_kind(documents, "ScaledObject")
     authentications = of_kind(documents, "TriggerAuthentication")
@@ -250,9 +253,19 @@ def test_given_every_worker_queue_then_a_keda_scaled_object_scales_it_on_the_red
         assert scaled_object["apiVersion"] == "keda.sh/v1alpha1"
         spec = scaled_object["spec"]
         (trigger,) = spec["triggers"]
-        assert trigger["type"] == "redis", name
-        queue = trigger["metadata"]["listName"]
+        # The backlog waits in the outbox (the relay holds back what the workers cannot take
+        # yet), so the queue's PENDING deliveries are what the workers have to catch up on.
+        assert trigger["type"] == "postgresql", name
+        query = trigger["metadata"]["query"]
+        match = re.fullmatch(
+            r"SELECT count\(\*\) FROM outbox_deliveries "
+            r"WHERE status = 'PENDING' AND consumer LIKE '(\w+)\.%'",
+            query,
+        )
+        assert match, (name, query)
+        queue = match.group(1)
         assert queue in QUEUES, name
+        assert int(trigger["metadata"]["targetQueryValue"]) > 0, name
         targets[queue] = spec["scaleTargetRef"]["name"]
         deployment = workers[queue]
         assert spec["scaleTargetRef"]["name"] == deployment["metadata"]["name"], name
@@ -262,15 +275,15 @@ def test_given_every_worker_queue_then_a_keda_scaled_object_scales_it_on_the_red
             <= deployment["spec"]["replicas"]
             <= spec["maxReplicaCount"]
         ), name
-        # The broker's address comes from a TriggerAuthentication backed by a Secret.
-        assert "address" not in trigger["metadata"] and "host" not in trigger["metadata"], name
+        # The database's address comes from a TriggerAuthentication backed by a Secret.
+        assert "connection" not in trigger["metadata"] and "host" not in trigger["metadata"]
         authentication = authentications[trigger["authenticationRef"]["name"]]
         parameters = {}
         for ref in authentication["spec"]["secretTargetRef"]:
             secret = secrets[ref["name"]]
             assert ref["key"] in secret.get("stringData", {}) | secret.get("data", {}), name
             parameters[ref["parameter"]] = ref
-        assert "address" in parameters or "host" in parameters, name
+        assert "connection" in parameters, name
 
     assert sorted(targets) == sorted(QUEUES)
 
