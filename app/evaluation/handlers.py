@@ -79,10 +79,14 @@ def register_final_score(
 ) -> Evaluation:
     """SPEC 6: the order takes the score first, then the evaluation becomes FINAL; the caller
     waits for both. No database lock is held while waiting."""
-    evaluation = get_evaluation(uow, cmd.evaluation_id)
+    with uow:
+        evaluation = found(
+            uow.evaluations.get(cmd.evaluation_id, records=False),
+            f"evaluation {cmd.evaluation_id}",
+        )
     if evaluation.status == EvaluationStatus.FINAL:
         if evaluation.final_score == cmd.score:
-            return evaluation  # the same final score again: idempotent
+            return get_evaluation(uow, cmd.evaluation_id)  # the same score again: idempotent
         raise Conflict(f"evaluation {cmd.evaluation_id} is already final with another score")
     if evaluation.status == EvaluationStatus.CANCELLED:
         raise Conflict(f"evaluation {cmd.evaluation_id} is cancelled")
@@ -104,7 +108,7 @@ def register_final_score(
 def finalize_evaluation(uow: EvaluationUnitOfWork, evaluation_id: int, score: int) -> str:
     """Chain step 2 (the order already holds the score)."""
     with uow:
-        evaluation = uow.evaluations.get(evaluation_id, for_update=True)
+        evaluation = uow.evaluations.get(evaluation_id, for_update=True, records=False)
         if evaluation is None:
             return ScoreOutcome.EVALUATION_CONFLICT
         try:

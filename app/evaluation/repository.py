@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from app.evaluation.model import Evaluation
 from app.shared.db import among, paged, where_given
@@ -16,8 +16,14 @@ class EvaluationRepository:
     def add(self, evaluation: Evaluation) -> None:
         self.session.add(evaluation)
 
-    def get(self, evaluation_id: int, for_update: bool = False) -> Evaluation | None:
-        return self.session.get(Evaluation, evaluation_id, with_for_update=for_update)
+    def get(
+        self, evaluation_id: int, for_update: bool = False, records: bool = True
+    ) -> Evaluation | None:
+        """`records=False` skips loading them: one round trip fewer where they are not used."""
+        options = [] if records else [lazyload(Evaluation.records)]
+        return self.session.get(
+            Evaluation, evaluation_id, with_for_update=for_update, options=options
+        )
 
     def opened_for(self, order_nos: list[str]) -> set[str]:
         """Which of these orders have an evaluation (or a tombstone) already."""

@@ -72,7 +72,11 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         _serialize_sqlite_writers(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # No pre-ping: it costs a round trip on every checkout, on every request and task. After a
+    # database restart the first use of a pooled connection fails instead; SQLAlchemy then
+    # drops the whole pool, the API answers that one request 503 with Retry-After, and tasks
+    # retry (the score chain) or split and redo their batch (consumers).
+    return create_engine(url, pool_size=5, max_overflow=10)
 
 
 def _serialize_sqlite_writers(engine: Engine) -> None:

@@ -79,7 +79,7 @@ class FakeEvaluations:
     def __init__(self, *items):
         self.items = {e.id: e for e in items}
 
-    def get(self, evaluation_id, for_update=False):
+    def get(self, evaluation_id, for_update=False, records=True):
         return self.items.get(evaluation_id)
 
 
