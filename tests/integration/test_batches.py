@@ -10,7 +10,7 @@ from app.mypage.model import MyPageRow
 from app.orders import handlers as order_handlers
 from app.policies import BY_CONSUMER, Policy
 from app.shared.consumer import consume
-from app.shared.events import EventType
+from app.shared.events import Event, EventType
 from app.shared.outbox import DeliveryStatus
 from app.shared.uow import correlation_id
 from tests.integration.test_consumers import an_order, delivery, envelopes
@@ -76,32 +76,34 @@ def test_given_a_batch_of_orders_then_each_start_has_its_cause_and_managers_shar
     assert [tuple(c) for c in counts] == [("김", 2), ("이", 1)]
 
 
-def test_given_learnings_cancelled_and_completed_then_their_managers_count_fewer(container):
-    register_manager(container.learning_uow(), RegisterManager("박", "010-9999-0013"))
-    orders = [an_order(container) for _ in range(3)]
+def started(container, manager_name, n):
+    """One manager, and n orders whose learnings it started (in one batch)."""
+    register_manager(container.learning_uow(), RegisterManager(manager_name, "010-9999-0013"))
+    orders = [an_order(container) for _ in range(n)]
     consume(
         container,
         BY_CONSUMER["learning.open_learning"],
         [envelopes(container, o.order_no)[0] for o in orders],
     )
+    return orders
+
+
+def test_given_learnings_cancelled_and_completed_then_their_managers_count_fewer(container):
+    orders = started(container, "박", 3)
     order_handlers.cancel_order(container.orders_uow(), orders[0].order_no)
     [cancelled] = envelopes(container, orders[0].order_no, EventType.COURSE_ORDER_CANCELLED)
     consume(container, BY_CONSUMER["learning.cancel_learning"], [cancelled, cancelled])
+    final = Event(EventType.FINAL_EVALUATION_REGISTERED, orders[1].order_no, {"score": 90})
+    consume(container, BY_CONSUMER["learning.complete_learning"], [final.envelope()] * 2)
 
     with container.main_session() as session:
-        assert session.execute(select(Manager.started_count)).scalar_one() == 2
+        assert session.execute(select(Manager.started_count)).scalar_one() == 1
 
 
 def test_given_many_orders_events_shuffled_and_twice_in_one_batch_then_my_page_is_current(
     container,
 ):
-    register_manager(container.learning_uow(), RegisterManager("정", "010-9999-0014"))
-    orders = [an_order(container) for _ in range(6)]
-    consume(
-        container,
-        BY_CONSUMER["learning.open_learning"],
-        [envelopes(container, o.order_no)[0] for o in orders],
-    )
+    orders = started(container, "정", 6)
     everything = [e for o in orders for e in envelopes(container, o.order_no)] * 2
     random.Random(7).shuffle(everything)
 
