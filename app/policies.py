@@ -105,7 +105,7 @@ POLICIES: tuple[Policy, ...] = (
         "evaluation.finalize_on_order_completed",
         Queue.EVALUATION,
         (E.ORDER_COMPLETED,),
-        **_in("evaluation_uow", one_by_one(evaluation.finalize_on_order_completed)),
+        **_in("evaluation_uow", evaluation.finalize_on_order_completed),
         behind_score_chain=True,
     ),
     # notification: the row in the transaction, the send after the commit

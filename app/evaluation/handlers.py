@@ -9,7 +9,7 @@ from app.evaluation.model import Evaluation, EvaluationRecord, EvaluationStatus
 from app.evaluation.repository import EvaluationRepository
 from app.shared.errors import Conflict, Unavailable, found
 from app.shared.events import Event
-from app.shared.uow import UnitOfWork
+from app.shared.uow import UnitOfWork, each_correlated
 
 
 class EvaluationUnitOfWork(UnitOfWork):
@@ -125,7 +125,7 @@ def finalize_evaluation(uow: EvaluationUnitOfWork, evaluation_id: int, score: in
 
 def open_evaluations(uow: EvaluationUnitOfWork, events: list[Event]) -> None:
     """On LearningStarted; a cancelled tombstone or an earlier copy stays as it is."""
-    known = uow.evaluations.opened_for([event.order_no for event in events])
+    known = uow.evaluations.opened_for(_orders_of(events))
     for event in events:
         if event.order_no in known:
             continue
@@ -153,8 +153,15 @@ def cancel_evaluation(uow: EvaluationUnitOfWork, event: Event) -> None:
     evaluation.cancel()
 
 
-def finalize_on_order_completed(uow: EvaluationUnitOfWork, event: Event) -> None:
-    """On OrderCompleted: converge after a crash or a timed-out caller (SPEC 6)."""
-    evaluation = uow.evaluations.for_order(event.order_no)
-    if evaluation is not None and evaluation.status == EvaluationStatus.IN_PROGRESS:
-        evaluation.finalize(event.payload["score"])
+def finalize_on_order_completed(uow: EvaluationUnitOfWork, events: list[Event]) -> None:
+    """On OrderCompleted: converge after a crash or a timed-out caller (SPEC 6). On the normal
+    path the chain made the evaluation FINAL before this copy came due: nothing is locked."""
+    unfinished = {e.order_no: e for e in uow.evaluations.in_progress_for(_orders_of(events))}
+    for event in each_correlated(uow, events):
+        evaluation = unfinished.get(event.order_no)
+        if evaluation is not None and evaluation.status == EvaluationStatus.IN_PROGRESS:
+            evaluation.finalize(event.payload["score"])
+
+
+def _orders_of(events: list[Event]) -> list[str]:
+    return sorted({event.order_no for event in events})

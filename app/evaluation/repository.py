@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload
 
-from app.evaluation.model import Evaluation
+from app.evaluation.model import Evaluation, EvaluationStatus
 from app.shared.db import among, paged, where_given
 
 
@@ -32,6 +32,22 @@ class EvaluationRepository:
                 select(Evaluation.order_no).where(
                     among(self.session, Evaluation.order_no, order_nos)
                 )
+            ).scalars()
+        )
+
+    def in_progress_for(self, order_nos: list[str]) -> list[Evaluation]:
+        """These orders' evaluations still IN_PROGRESS, locked in order_no order, without
+        their records."""
+        return list(
+            self.session.execute(
+                select(Evaluation)
+                .where(
+                    among(self.session, Evaluation.order_no, order_nos),
+                    Evaluation.status == EvaluationStatus.IN_PROGRESS,
+                )
+                .order_by(Evaluation.order_no)
+                .with_for_update()
+                .options(lazyload(Evaluation.records))
             ).scalars()
         )
 

@@ -119,6 +119,39 @@ def test_given_the_chain_died_after_the_order_step_then_order_completed_finalize
     assert len(events(container, order.order_no, "FinalEvaluationRegistered")) == 1
 
 
+def test_given_a_batch_of_order_completed_then_only_unfinished_evaluations_converge(container):
+    register_manager(container.learning_uow(), RegisterManager("한", "010-9999-0006"))
+    made = [an_order(container) for _ in range(3)]
+    for order in made:
+        deliver(container, order.order_no, "CourseOrdered")
+        deliver(container, order.order_no, "LearningStarted")
+    for order, score in zip(made, (70, 80, 90), strict=True):
+        assert orders.register_score(container.orders_uow(), order.order_no, score) == "completed"
+    with container.main_session() as session:
+        chained = session.execute(
+            select(Evaluation.id).where(Evaluation.order_no == made[1].order_no)
+        ).scalar_one()
+    finalize_evaluation(container.evaluation_uow(), chained, 80)  # the chain did this one
+    completed = [events(container, o.order_no, "OrderCompleted")[0] for o in made]
+
+    consume(container, BY_CONSUMER["evaluation.finalize_on_order_completed"], completed * 2)
+
+    with container.main_session() as session:
+        finals = session.execute(
+            select(Evaluation.order_no, Evaluation.status, Evaluation.final_score).where(
+                Evaluation.order_no.in_([o.order_no for o in made])
+            )
+        ).all()
+    assert sorted(tuple(f) for f in finals) == sorted(
+        (o.order_no, "FINAL", score) for o, score in zip(made, (70, 80, 90), strict=True)
+    )
+    assert [len(events(container, o.order_no, "FinalEvaluationRegistered")) for o in made] == [
+        1,
+        1,
+        1,
+    ]
+
+
 def test_given_waiting_learnings_when_a_manager_registers_then_the_oldest_start(container):
     first, second = an_order(container), an_order(container)
     deliver(container, first.order_no, "CourseOrdered")
