@@ -30,11 +30,6 @@ PROCESSED = {
 }
 
 
-def claim(session: Session, bind: str, consumer: str, event_id: str) -> bool:
-    """Record that `consumer` handles `event_id` in this transaction; False if it already has."""
-    return event_id in claim_all(session, bind, consumer, [event_id])
-
-
 def claim_all(session: Session, bind: str, consumer: str, event_ids: Iterable[str]) -> set[str]:
     """Record, in one statement, that `consumer` handles these events in this transaction;
     returns the ids it had not handled before.
