@@ -81,12 +81,12 @@ class ManagerLoad:
         heapq.heapify(self._heap)
         self._started: Counter[int] = Counter()
 
-    def start(self, learning: Learning) -> bool:
+    def start(self, learning: Learning, announce: bool = True) -> bool:
         """Start the learning with the least-loaded manager; False if there is none."""
         if not self._heap:
             return False
         load, manager_id, manager = self._heap[0]
-        learning.start(manager)
+        learning.start(manager, announce)
         heapq.heapreplace(self._heap, (load + 1, manager_id, manager))
         self._started[manager_id] += 1
         return True
@@ -104,23 +104,23 @@ def open_learnings(uow: LearningUnitOfWork, events: list[Event]) -> None:
     """On CourseOrdered: open each order's learning and start it with the least-loaded manager.
     An order with a learning already (opened, or cancelled before it could open) gets nothing."""
     known = uow.learnings.opened_for([e.order_no for e in events])
-    opened = []
+    load = ManagerLoad(uow.managers)
+    started = {}
     for event in events:
         p = event.payload
         if p["order_no"] in known:
             continue
         known.add(p["order_no"])
         learning = Learning.open(p["order_no"], p["course_no"], p.get("course_title"), p["phone"])
+        # Started before it is stored: one INSERT, no UPDATE after it. No manager: it waits.
+        if load.start(learning, announce=False):
+            started[event.event_id] = learning
         uow.learnings.add(learning)
-        opened.append((event, learning))
-    if not opened:
+    if not started:
         return
     uow.session.flush()  # the learning ids go into LearningStarted
-    load = ManagerLoad(uow.managers)
-    learning_of = {event.event_id: learning for event, learning in opened}
-    for event in each_correlated(uow, [event for event, _ in opened]):
-        if not load.start(learning_of[event.event_id]):
-            break  # no manager: the rest wait too
+    for event in each_correlated(uow, [e for e in events if e.event_id in started]):
+        started[event.event_id].announce_started()
     load.save()
 
 

@@ -71,13 +71,19 @@ class Learning(MainBase, Aggregate):
             cancelled_at=now,
         )
 
-    def start(self, manager: Manager) -> None:
+    def start(self, manager: Manager, announce: bool = True) -> None:
+        """Start with `manager`. A learning not yet stored starts with `announce=False` and
+        calls announce_started() once it has its id (the event carries it)."""
         if self.status != LearningStatus.WAITING:
             raise Conflict(f"learning {self.id} is {self.status}, not WAITING")
         self.status = LearningStatus.STARTED
         self.manager_id = manager.id
         self.manager_name = manager.name
         self.started_at = utcnow()
+        if announce:
+            self.announce_started()
+
+    def announce_started(self) -> None:
         self.raise_event(
             Event(
                 EventType.LEARNING_STARTED,
@@ -88,8 +94,8 @@ class Learning(MainBase, Aggregate):
                     "course_no": self.course_no,
                     "course_title": self.course_title,
                     "phone": self.phone,
-                    "manager_id": manager.id,
-                    "manager_name": manager.name,
+                    "manager_id": self.manager_id,
+                    "manager_name": self.manager_name,
                     "started_at": self.started_at.isoformat(),
                 },
             )

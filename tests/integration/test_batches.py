@@ -5,7 +5,7 @@ import random
 from sqlalchemy import select
 
 from app.learning.handlers import RegisterManager, register_manager
-from app.learning.model import Manager
+from app.learning.model import Learning, Manager
 from app.mypage.model import MyPageRow
 from app.orders import handlers as order_handlers
 from app.policies import BY_CONSUMER, Policy
@@ -73,7 +73,16 @@ def test_given_a_batch_of_orders_then_each_start_has_its_cause_and_managers_shar
         counts = session.execute(
             select(Manager.name, Manager.started_count).order_by(Manager.id)
         ).all()
+        stored = dict(
+            session.execute(
+                select(Learning.order_no, Learning.id).where(
+                    Learning.order_no.in_([o.order_no for o in orders])
+                )
+            ).all()
+        )
     assert [tuple(c) for c in counts] == [("김", 2), ("이", 1)]
+    # Each start names its own learning (they are stored already started, in one statement).
+    assert [s[0]["payload"]["learning_id"] for s in started] == [stored[o.order_no] for o in orders]
 
 
 def started(container, manager_name, n):
