@@ -41,6 +41,9 @@ class Policy:
     # Only a safety net behind the synchronous score chain: its copy is first due after
     # SCORE_SYNC_TIMEOUT_S, so that on the normal path it does not race the chain's own step.
     behind_score_chain: bool = False
+    # Off the way from an order to a current My page: at most one task per this many seconds,
+    # so its batches grow and the CPU goes first to the consumers a student is waiting for.
+    gather_s: float = 0.0
 
 
 def _in(uow_name: str, handler) -> dict:
@@ -94,6 +97,7 @@ POLICIES: tuple[Policy, ...] = (
         Queue.EVALUATION,
         (E.LEARNING_STARTED,),
         **_in("evaluation_uow", evaluation.open_evaluations),
+        gather_s=0.2,
     ),
     Policy(
         "evaluation.cancel_evaluation",
@@ -125,6 +129,7 @@ POLICIES: tuple[Policy, ...] = (
         after_commit=lambda c, events: notification.send_pending_sms(
             c.notification_uow(), events, c.sms_sender, c.settings.max_attempts
         ),
+        gather_s=0.2,
     ),
     # mypage
     Policy(

@@ -44,6 +44,8 @@ class InFlight:
         self._started: dict[str, deque[float]] = defaultdict(deque)
         self._may_have_work: set[str] = set(BY_CONSUMER)
         self._swept_at = time.monotonic()
+        self._gather = {c: p.gather_s for c, p in BY_CONSUMER.items() if p.gather_s > 0}
+        self._last_published: dict[str, float] = {}
 
     def heard(self, new_work: set[str], ended: Counter[str]) -> None:
         self._may_have_work |= new_work
@@ -60,6 +62,8 @@ class InFlight:
             self._swept_at = now
         quotas = {}
         for consumer in self._may_have_work:
+            if self._gathering(consumer, now):
+                continue  # its next batch goes a moment later, larger
             started = self._started[consumer]
             while started and now - started[0] > self.expire_s:
                 started.popleft()
@@ -74,8 +78,28 @@ class InFlight:
             if counts[consumer] < quota:
                 self._may_have_work.discard(consumer)
 
-    def published(self, consumer: str, tasks: int) -> None:
-        self._started[consumer].extend([time.monotonic()] * tasks)
+    def _gathering(self, consumer: str, now: float) -> bool:
+        due = self._last_published.get(consumer, 0.0) + self._gather.get(consumer, 0.0)
+        return now < due
+
+    def published(self, consumer: str, tasks: int, full: bool = False) -> None:
+        """`full`: it sent whole batches, so its backlog does not wait to gather the next."""
+        now = time.monotonic()
+        self._started[consumer].extend([now] * tasks)
+        if full:
+            self._last_published.pop(consumer, None)
+        else:
+            self._last_published[consumer] = now
+
+    def wake_in(self) -> float:
+        """How long the relay may sleep before a gathering consumer's batch is due."""
+        now = time.monotonic()
+        waits = [
+            due - now
+            for c, gather in self._gather.items()
+            if c in self._may_have_work and (due := self._last_published.get(c, 0.0) + gather) > now
+        ]
+        return max(0.001, min([SWEEP_INTERVAL_S, *waits]))
 
 
 def relay_once(container: Container, celery: Celery, in_flight: InFlight | None = None) -> int:
@@ -107,7 +131,7 @@ def relay_once(container: Container, celery: Celery, in_flight: InFlight | None 
                         producer=producer,
                     )
                 if in_flight:
-                    in_flight.published(consumer, len(batches))
+                    in_flight.published(consumer, len(batches), full=len(batches[-1]) == size)
         session.commit()
     log.debug("relay.published", deliveries=len(due), consumers=len(by_consumer))
     return len(due)
@@ -134,7 +158,7 @@ class Waker:
     def hears_tasks_end(self) -> bool:
         return self._conn is not None
 
-    def wait(self, block: bool) -> tuple[set[str], Counter[str]]:
+    def wait(self, block: bool, timeout: float = SWEEP_INTERVAL_S) -> tuple[set[str], Counter[str]]:
         """Every notification already there (after waiting for one if `block`); returns the
         consumers that commits gave new deliveries to, and how many tasks of each ended."""
         new_work: set[str] = set()
@@ -144,7 +168,7 @@ class Waker:
                 time.sleep(self.settings.relay_poll_interval_s)
             return new_work, ended
         notifies = (
-            self._conn.notifies(timeout=SWEEP_INTERVAL_S, stop_after=1)
+            self._conn.notifies(timeout=timeout, stop_after=1)
             if block
             else self._conn.notifies(timeout=0)
         )
@@ -180,7 +204,10 @@ def run_relay(container: Container, celery: Celery, stop: threading.Event, heart
                     if waker.hears_tasks_end
                     else None
                 )
-            new_work, ended = waker.wait(block=published == 0)
+            new_work, ended = waker.wait(
+                block=published == 0,
+                timeout=in_flight.wake_in() if in_flight else SWEEP_INTERVAL_S,
+            )
             if in_flight:
                 in_flight.heard(new_work, ended)
             published = relay_once(container, celery, in_flight)

@@ -171,3 +171,46 @@ def test_the_convergence_copy_of_order_completed_waits_behind_the_score_chain(
         ).scalar_one()
     guard = container.settings.score_sync_timeout_s
     assert due - utcnow() > timedelta(seconds=guard - 1)
+
+
+ALL_THREE = {"learning.open_learning", "notification.send_sms", "mypage.project"}
+
+
+def sent_to(fake_celery, name) -> list[int]:
+    return [len(events) for task, _, events in fake_celery.sent if task == name]
+
+
+def test_a_consumer_off_the_way_to_my_page_gathers_its_next_batch_for_a_moment(
+    container, fake_celery
+):
+    in_flight = InFlight(per_consumer=1, expire_s=60)
+    orders(container, 1)
+    relay_once(container, fake_celery, in_flight)
+    in_flight.heard(ALL_THREE, Counter(dict.fromkeys(ALL_THREE, 1)))  # all three tasks ended
+    orders(container, 2)
+    fake_celery.sent.clear()
+
+    relay_once(container, fake_celery, in_flight)
+    # The learning and My page go at once; the SMS waits a moment to gather more.
+    assert sent_to(fake_celery, "learning.open_learning") == [2]
+    assert sent_to(fake_celery, "notification.send_sms") == []
+    gather = BY_CONSUMER["notification.send_sms"].gather_s
+    assert 0 < in_flight.wake_in() <= gather  # the relay wakes up for it
+
+    time.sleep(gather + 0.05)
+    relay_once(container, fake_celery, in_flight)
+    assert sent_to(fake_celery, "notification.send_sms") == [2]
+
+
+def test_a_consumer_that_sent_a_full_batch_does_not_wait_to_gather(container, fake_celery):
+    container.settings = dataclasses.replace(container.settings, relay_batch_max=1)
+    in_flight = InFlight(per_consumer=1, expire_s=60)
+    orders(container, 1)
+    relay_once(container, fake_celery, in_flight)  # one event: a full batch of one
+    in_flight.heard(ALL_THREE, Counter(dict.fromkeys(ALL_THREE, 1)))
+    orders(container, 1)
+    fake_celery.sent.clear()
+
+    relay_once(container, fake_celery, in_flight)
+
+    assert sent_to(fake_celery, "notification.send_sms") == [1]
