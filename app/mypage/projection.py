@@ -9,7 +9,7 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects import sqlite
 
 from app.mypage.model import MyPageRow
-from app.shared.db import among
+from app.shared.db import among, on_postgresql
 from app.shared.events import Event, EventType
 from app.shared.uow import UnitOfWork
 
@@ -75,7 +75,7 @@ def project(uow: UnitOfWork, events: list[Event]) -> None:
     # In order_no order, so that two batches lock the rows they share in one order.
     order_nos = sorted(phones)
     session = uow.session
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgresql(session):
         # As arrays: one SQL text whatever the batch size, parsed once.
         session.execute(
             _CREATE_MISSING_ROWS,

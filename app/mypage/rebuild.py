@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.mypage.model import MyPageRow
 from app.mypage.projection import apply, new_row
 from app.policies import BY_CONSUMER
-from app.shared.db import utcnow
+from app.shared.db import on_postgresql, utcnow
 from app.shared.idempotency import PROCESSED
 from app.shared.outbox import OutboxEvent
 
@@ -20,7 +20,7 @@ def rebuild(session: Session) -> int:
     """Replace every My page row by the fold of the outbox events the projection handles, and
     record those events as processed by it, so their redelivery is a no-op. The caller commits.
     Returns the number of rows."""
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgresql(session):
         # The live projection (SELECT ... FOR UPDATE, INSERT) waits until the commit; readers
         # go on seeing the old rows. SQLite serializes its writers already.
         session.execute(text("LOCK TABLE mypage_rows IN EXCLUSIVE MODE"))

@@ -134,11 +134,16 @@ class Database:
         self._factories.clear()
 
 
+def on_postgresql(session: Session) -> bool:
+    """Whether the session's database is PostgreSQL (else the embedded SQLite)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def among(session: Session, column, values: list) -> ColumnElement[bool]:
     """`column IN (values)`, with the values as one array parameter on PostgreSQL: the SQL
     text is then the same whatever their number, so the driver parses it once (an IN list
     makes a new statement for every batch size)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgresql(session):
         return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
     return column.in_(list(values))
 

@@ -8,7 +8,7 @@ from sqlalchemy import Column, MetaData, String, Table, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
-from app.shared.db import MainBase, NotificationBase, UTCDateTime, utcnow
+from app.shared.db import MainBase, NotificationBase, UTCDateTime, on_postgresql, utcnow
 
 
 def _processed_messages(metadata: MetaData, name: str) -> Table:
@@ -43,7 +43,7 @@ def claim_all(session: Session, bind: str, consumer: str, event_ids: Iterable[st
     ids = sorted(set(event_ids))
     if not ids:
         return set()
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgresql(session):
         # The ids as one array: one SQL text whatever the batch size, parsed once.
         inserted = session.execute(
             text(

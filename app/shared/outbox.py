@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from app.shared.db import MainBase, UTCDateTime, among, utcnow
+from app.shared.db import MainBase, UTCDateTime, among, on_postgresql, utcnow
 from app.shared.events import Event, EventType, envelope
 
 NOTIFY_CHANNEL = "onlinestudy_outbox"
@@ -129,7 +129,7 @@ class OrderSequence(MainBase):
 
 def next_sequence(session: Session, order_no: str) -> int:
     """Allocate the order's next sequence. The row lock held to commit orders commits too."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    dialect = postgresql if on_postgresql(session) else sqlite
     stmt = (
         dialect.insert(OrderSequence)
         .values(order_no=order_no, last_sequence=1)
@@ -163,7 +163,7 @@ class OutboxWriter:
             return []
         order_nos = [event.order_no for event in events]
         if (
-            session.get_bind().dialect.name == "postgresql"
+            on_postgresql(session)
             and None not in order_nos
             and len(set(order_nos)) == len(order_nos)
         ):
@@ -205,7 +205,7 @@ class OutboxWriter:
         session.execute(insert(OutboxEvent), event_rows)
         if delivery_rows:
             session.execute(insert(Delivery), delivery_rows)
-        if session.get_bind().dialect.name == "postgresql":
+        if on_postgresql(session):
             # NOTIFY is transactional: the relay hears it at commit, never for a rollback.
             session.execute(
                 text("SELECT pg_notify(:channel, :payload)"),
@@ -359,7 +359,7 @@ def claim_due(
 def announce_task_done(session: Session, consumer: str) -> None:
     """Tell the relay that one of `consumer`'s tasks has finished (a PostgreSQL NOTIFY; SQLite
     has none, and its relay does not count tasks in flight)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgresql(session):
         session.execute(
             text("SELECT pg_notify(:channel, :payload)"),
             {"channel": NOTIFY_CHANNEL, "payload": f"{TASK_DONE}{consumer}"},
