@@ -62,7 +62,7 @@ class InFlight:
             self._swept_at = now
         quotas = {}
         for consumer in self._may_have_work:
-            if self._gathering(consumer, now):
+            if now < self._gathering_until(consumer):
                 continue  # its next batch goes a moment later, larger
             started = self._started[consumer]
             while started and now - started[0] > self.expire_s:
@@ -78,9 +78,9 @@ class InFlight:
             if counts[consumer] < quota:
                 self._may_have_work.discard(consumer)
 
-    def _gathering(self, consumer: str, now: float) -> bool:
-        due = self._last_published.get(consumer, 0.0) + self._gather.get(consumer, 0.0)
-        return now < due
+    def _gathering_until(self, consumer: str) -> float:
+        """When the consumer's next partial batch may go (in the past: now)."""
+        return self._last_published.get(consumer, 0.0) + self._gather.get(consumer, 0.0)
 
     def published(self, consumer: str, tasks: int, full: bool = False) -> None:
         """`full`: it sent whole batches, so its backlog does not wait to gather the next."""
@@ -95,11 +95,11 @@ class InFlight:
         """How long the relay may sleep before a gathering consumer's batch is due."""
         now = time.monotonic()
         waits = [
-            due - now
-            for c, gather in self._gather.items()
-            if c in self._may_have_work and (due := self._last_published.get(c, 0.0) + gather) > now
+            until - now
+            for c in self._gather
+            if c in self._may_have_work and (until := self._gathering_until(c)) > now
         ]
-        return max(0.001, min([SWEEP_INTERVAL_S, *waits]))
+        return max(0.001, min([self.sweep_s, *waits]))
 
 
 def relay_once(container: Container, celery: Celery, in_flight: InFlight | None = None) -> int:
