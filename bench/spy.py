@@ -16,13 +16,12 @@ from pathlib import Path
 
 # Named costs: a sample counts for a name when any frame on its stack matches.
 PATTERNS = {
-    "consumer: _apply_once (one transaction per event)": r"^_apply_once \(app/shared/consumer",
-    "consumer: claim (INSERT .. ON CONFLICT DO NOTHING)": r"^claim \(app/shared/idempotency",
-    "consumer: already_processed SELECT": r"^already_processed ",
-    "consumer: mark_processed INSERT": r"^mark_processed ",
+    "consumer: _apply (one transaction per batch)": r"^_apply \(app/shared/consumer",
+    "consumer: claim_all INSERT (processed messages)": r"^claim_all ",
     "consumer: policy handler": (
-        r"^(open_learning|open_evaluation|project|record_sms|complete_learning"
-        r"|finalize_on_order_completed|cancel_learning|cancel_evaluation) \(app/"
+        r"^(open_learnings|open_evaluations|project|record_sms|complete_learning"
+        r"|finalize_on_order_completed|cancel_learning|cancel_evaluation"
+        r"|start_waiting_learnings) \(app/"
     ),
     "consumer: managers by load": r"^ManagerRepository.by_load ",
     "consumer: uow.commit (outbox write + COMMIT)": r"^UnitOfWork.commit ",

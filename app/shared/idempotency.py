@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Column, MetaData, String, Table, select, text
+from sqlalchemy import Column, MetaData, String, Table, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
@@ -59,11 +59,3 @@ def claim_all(session: Session, bind: str, consumer: str, event_ids: Iterable[st
             sqlite.insert(table).values(rows).on_conflict_do_nothing().returning(table.c.event_id)
         )
     return set(inserted.scalars())
-
-
-def already_processed(session: Session, bind: str, consumer: str, event_id: str) -> bool:
-    table = PROCESSED[bind]
-    found = session.execute(
-        select(table.c.event_id).where(table.c.consumer == consumer, table.c.event_id == event_id)
-    ).first()
-    return found is not None
