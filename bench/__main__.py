@@ -673,10 +673,12 @@ class Bench:
                 "FROM outbox_deliveries"
             ).fetchone()
         duplicates = sum(
-            (self.run_dir / "logs" / f"worker-{g.name}.log")
-            .read_text(errors="replace")
-            .count('"event.duplicate"')
+            json.loads(line).get("duplicate", 0)
             for g in self.layout.workers
+            for line in (self.run_dir / "logs" / f"worker-{g.name}.log")
+            .read_text(errors="replace")
+            .splitlines()
+            if '"events.handled"' in line and line.startswith("{")
         )
         orders = max(1, backlog_orders)
         self.details["drain"] = {

@@ -83,10 +83,9 @@ def _apply(container: Container, policy: Policy, events: list[Event]) -> None:
         if _done_with_effects(policy):
             record_done(uow.session, policy.consumer, ids)
         uow.commit()
-    _count(policy, handled=len(todo), duplicate=len(events) - len(todo))
-    log.info("events.handled", consumer=policy.consumer, handled=len(todo), batch=len(events))
-    if len(todo) < len(events):
-        log.info("event.duplicate", consumer=policy.consumer, count=len(events) - len(todo))
+    duplicate = len(events) - len(todo)
+    _count(policy, handled=len(todo), duplicate=duplicate)
+    log.info("events.handled", consumer=policy.consumer, handled=len(todo), duplicate=duplicate)
 
 
 def _apply_alone(container: Container, policy: Policy, event: Event) -> bool:
