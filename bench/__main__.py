@@ -108,25 +108,36 @@ def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
 
-class PgSampler:
-    """Samples what the system's PostgreSQL sessions are doing (pg_stat_activity), every
-    `interval_s`: the database side of a wall-clock profile (active query, lock waits...)."""
+class Poller:
+    """A daemon thread running `_run()` for the length of a `with` block; `_run` watches
+    `self._stop`."""
 
-    def __init__(self, dbs: Databases, interval_s: float = 0.05):
+    def __init__(self, dbs: Databases, interval_s: float):
         self.dbs, self.interval_s = dbs, interval_s
-        self.counts: Counter = Counter()
-        self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> PgSampler:
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *_exc) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(5)
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class PgSampler(Poller):
+    """Samples what the system's PostgreSQL sessions are doing (pg_stat_activity), every
+    `interval_s`: the database side of a wall-clock profile (active query, lock waits...)."""
+
+    def __init__(self, dbs: Databases, interval_s: float = 0.05):
+        super().__init__(dbs, interval_s)
+        self.counts: Counter = Counter()
+        self.samples = 0
 
     def _run(self) -> None:
         with self.dbs.connect() as conn:
@@ -153,27 +164,18 @@ class PgSampler:
         }
 
 
-class MyPageObserver:
+class MyPageObserver(Poller):
     """Watches My page as a reader would: every `interval_s`, asks the read model which of the
     orders answered 201 (their phones arrive on `answered`) show the order, learning STARTED
     with its manager and the evaluation open; the first time it does is when My page became
     current for that order. Costs one indexed query per poll while orders are pending."""
 
     def __init__(self, dbs: Databases, answered, interval_s: float = 0.005):
-        self.dbs, self.answered, self.interval_s = dbs, answered, interval_s
+        super().__init__(dbs, interval_s)
+        self.answered = answered
         self.pending: dict[int, float] = {}  # phone index -> sent at
         self.seen: dict[int, tuple[float, float]] = {}  # phone index -> (sent at, seen at)
         self.polls = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> MyPageObserver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
     def finish(self, timeout_s: float) -> None:
         """The load is over: wait until every answered order is seen (or the timeout)."""
