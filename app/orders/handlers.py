@@ -82,7 +82,7 @@ def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
     if cmd.begin_date > cmd.end_date:
         raise InvalidInput("begin_date must be on or before end_date")
     with uow:
-        course = found(uow.courses.get(cmd.course_no), f"course {cmd.course_no}")
+        course = found(uow.courses.for_order(cmd.course_no), f"course {cmd.course_no}")
         try:
             order = Order.place(
                 course,
@@ -97,9 +97,8 @@ def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
             if replay:
                 return replay, False
             raise
-        uow.orders.add(order)
         try:
-            uow.commit()
+            uow.commit_new(order)
         except IntegrityError:
             # The unique indexes decide, without a query before every order: the same
             # Idempotency-Key replays the first order, else the phone has a live order.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Row, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.orders.model import Course, Order, OrderStatus
@@ -20,6 +20,15 @@ class CourseRepository:
         return self.session.execute(
             select(Course).where(Course.course_no == course_no)
         ).scalar_one_or_none()
+
+    def for_order(self, course_no: str) -> Row | None:
+        """What an order needs of its course (course_no, title, active), without loading the
+        entity: every order asks."""
+        return self.session.execute(
+            select(Course.course_no, Course.title, Course.active).where(
+                Course.course_no == course_no
+            )
+        ).one_or_none()
 
     def search(
         self, q: str | None, category: str | None, offset: int, limit: int

@@ -32,6 +32,11 @@ class Blueprint(flask_smorest.Blueprint):
 
     MAX_PAGE = 1_000_000
 
+    def arguments(self, schema, *args, **kwargs):
+        # webargs instantiates a schema class on every request, deep-copying its fields; one
+        # instance serves them all (the schemas keep no state between loads).
+        return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)
+
     def paginate(self, pager=None, **kwargs):
         paginated = super().paginate(pager, **kwargs)
 

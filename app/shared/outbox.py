@@ -7,6 +7,7 @@ its own commit, so an event nobody recorded is published again (SPEC 5.3).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -20,8 +21,11 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
+    TextClause,
     UniqueConstraint,
+    bindparam,
     func,
     insert,
     literal_column,
@@ -143,6 +147,7 @@ def next_sequence(session: Session, order_no: str) -> int:
 
 
 Subscribers = Callable[[EventType], Sequence[str]]
+NewRow = tuple[Table, dict]  # a row to insert with the events: (table, {column key: value})
 
 
 class OutboxWriter:
@@ -157,20 +162,30 @@ class OutboxWriter:
         delay = self._deferred.get(consumer)
         return now + timedelta(seconds=delay) if delay else now
 
-    def write(self, session: Session, events: Iterable[Event]) -> list[Event]:
+    def write(
+        self, session: Session, events: Iterable[Event], new_row: NewRow | None = None
+    ) -> None:
+        """Write the events and their deliveries; with `new_row` (table, values), insert that
+        row first. On PostgreSQL, with one event per order (the usual case), all of it is one
+        statement: atomic on its own, so it needs no transaction around it."""
         events = list(events)
-        if not events:
-            return []
+        if self.writes_in_one_statement(session, events):
+            self._write_in_one_statement(session, events, new_row)
+            return
+        if new_row is not None:
+            session.execute(insert(new_row[0]), new_row[1])
+        if events:
+            self._write(session, events)
+
+    @staticmethod
+    def writes_in_one_statement(session: Session, events: list[Event]) -> bool:
         order_nos = [event.order_no for event in events]
-        if (
-            on_postgresql(session)
+        return (
+            bool(events)
+            and on_postgresql(session)
             and None not in order_nos
             and len(set(order_nos)) == len(order_nos)
-        ):
-            self._write_in_one_statement(session, events)
-        else:
-            self._write(session, events)
-        return events
+        )
 
     def _write(self, session: Session, events: list[Event]) -> None:
         now = utcnow()
@@ -215,8 +230,10 @@ class OutboxWriter:
                 },
             )
 
-    def _write_in_one_statement(self, session: Session, events: list[Event]) -> None:
-        """PostgreSQL, one event per order (the usual case): the sequences, the events, their
+    def _write_in_one_statement(
+        self, session: Session, events: list[Event], new_row: NewRow | None
+    ) -> None:
+        """PostgreSQL, one event per order: the new row, the sequences, the events, their
         deliveries and the NOTIFY in one round trip."""
         now = utcnow()
         deliveries = [
@@ -224,9 +241,15 @@ class OutboxWriter:
             for event in events
             for consumer in self._subscribers(event.event_type)
         ]
+        statement, row_values = _WRITE_ALL, {}
+        if new_row is not None:
+            table, values = new_row
+            statement = _write_all_after_insert(table)
+            row_values = {f"new_{name}": value for name, value in values.items()}
         sequences = session.execute(
-            _WRITE_ALL,
+            statement,
             {
+                **row_values,
                 "event_ids": [e.event_id for e in events],
                 "types": [str(e.event_type) for e in events],
                 "order_nos": [e.order_no for e in events],
@@ -246,9 +269,8 @@ class OutboxWriter:
             event.sequence = by_id[event.event_id]
 
 
-_WRITE_ALL = text(
-    """
-WITH input AS (
+_WRITE_EVENTS = """
+input AS (
     SELECT * FROM unnest(
         CAST(:event_ids AS varchar[]), CAST(:types AS varchar[]), CAST(:order_nos AS varchar[]),
         CAST(:occurred AS timestamptz[]), CAST(:payloads AS text[]), CAST(:cids AS varchar[])
@@ -278,7 +300,19 @@ WITH input AS (
 )
 SELECT ev.event_id, ev.sequence FROM ev CROSS JOIN woken
 """
-)
+_WRITE_ALL = text("WITH " + _WRITE_EVENTS)
+
+
+@functools.cache
+def _write_all_after_insert(table: Table) -> TextClause:
+    """_WRITE_ALL led by an INSERT of one row into `table` (its parameters: new_<column>).
+    A unique violation there fails the whole statement, so no event is written for it."""
+    columns = [c for c in table.columns if c is not table.autoincrement_column]
+    names = ", ".join(c.name for c in columns)
+    values = ", ".join(f":new_{c.key}" for c in columns)
+    return text(
+        f"WITH new_row AS (INSERT INTO {table.name} ({names}) VALUES ({values})), " + _WRITE_EVENTS
+    ).bindparams(*(bindparam(f"new_{c.key}", type_=c.type) for c in columns))
 
 
 @dataclass(frozen=True)

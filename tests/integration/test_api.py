@@ -5,7 +5,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from app.shared.outbox import OutboxEvent
+from app.shared.outbox import Delivery, OutboxEvent
 from tests.helpers import course_body, order_body, random_phone
 
 
@@ -98,11 +98,36 @@ def test_malformed_json_is_a_400_not_a_500(client):
     assert_error(response, 400)
 
 
-def test_a_second_live_order_of_the_same_course_by_the_same_phone_is_a_conflict(client):
+def _outbox_rows(container) -> tuple[int, int]:
+    with container.main_session() as session:
+        return (
+            session.execute(select(func.count(OutboxEvent.id))).scalar_one(),
+            session.execute(select(func.count(Delivery.id))).scalar_one(),
+        )
+
+
+def test_a_second_live_order_of_the_same_course_by_the_same_phone_is_a_conflict(client, container):
     course = a_course(client)
     body = order_body(course["course_no"])
     assert client.post("/orders", json=body).status_code == 201
+    before = _outbox_rows(container)
+    # The order row, its event and its deliveries are one statement: the refused row takes
+    # its event with it.
     assert_error(client.post("/orders", json=body), 409)
+    assert_error(
+        client.post("/orders", json=body, headers={"Idempotency-Key": "k-" + body["phone"]}), 409
+    )
+    assert _outbox_rows(container) == before
+
+
+def test_a_closed_course_takes_no_order_and_raises_no_event(client, container):
+    course = a_course(client)
+    assert (
+        client.patch(f"/courses/{course['course_no']}", json={"active": False}).status_code == 200
+    )
+    before = _outbox_rows(container)
+    assert_error(client.post("/orders", json=order_body(course["course_no"])), 409)
+    assert _outbox_rows(container) == before
 
 
 def test_an_idempotency_key_makes_a_retried_order_safe(client, container):
@@ -110,8 +135,11 @@ def test_an_idempotency_key_makes_a_retried_order_safe(client, container):
     body = order_body(course["course_no"])
     headers = {"Idempotency-Key": "retry-" + random_phone()}
     first = client.post("/orders", json=body, headers=headers)
+    assert first.status_code == 201
+    before = _outbox_rows(container)
     again = client.post("/orders", json=body, headers=headers)
-    assert first.status_code == 201 and again.json == first.json
+    assert again.status_code == 201 and again.json == first.json
+    assert _outbox_rows(container) == before
     with container.main_session() as session:
         assert (
             session.execute(

@@ -67,6 +67,8 @@ class FakeCourses:
     def get(self, course_no):
         return self.items.get(course_no)
 
+    for_order = get
+
 
 class FakeOrders:
     def __init__(self, uow):
@@ -112,6 +114,10 @@ class FakeOrdersUnitOfWork(FakeUnitOfWork):
         events = super().commit()
         self._committed_orders = len(self.orders.items)
         return events
+
+    def commit_new(self, order):
+        self.orders.add(order)
+        return self.commit()
 
     def rollback(self):
         added = self.orders.items[self._committed_orders :]
