@@ -36,8 +36,8 @@ class Container:
             settings.sms_provider, settings.sms_http_url, settings.sms_http_timeout_s
         )
 
-    def main_session(self) -> Session:
-        return self.db.session("main")
+    def main_session(self, autocommit: bool = False) -> Session:
+        return self.db.session("main", autocommit)
 
     def main_uow(self) -> UnitOfWork:
         return UnitOfWork(self.main_session, self.outbox)
@@ -75,7 +75,7 @@ class Container:
         now = time.monotonic()
         if now - self._backlog_checked_at > self.BACKLOG_CACHE_S:
             consumers = [p.consumer for p in POLICIES if p.queue == Queue.LEARNING]
-            with self.main_session() as session:
+            with self.main_session(autocommit=True) as session:  # one read: no BEGIN
                 self._backlog = pending_deliveries(session, consumers)
             self._backlog_checked_at = now
         return self._backlog

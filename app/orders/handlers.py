@@ -81,7 +81,8 @@ def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
     """Place the order; with a known idempotency key, return the first one. (order, created)."""
     if cmd.begin_date > cmd.end_date:
         raise InvalidInput("begin_date must be on or before end_date")
-    with uow:
+    # A read, then one write: on PostgreSQL two round trips in all.
+    with uow.statement_by_statement():
         course = found(uow.courses.for_order(cmd.course_no), f"course {cmd.course_no}")
         try:
             order = Order.place(

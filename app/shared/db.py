@@ -106,22 +106,33 @@ class Database:
         self.notification_url = notification_url
         self._engines: dict[str, Engine] = {}
         self._factories: dict[str, sessionmaker[Session]] = {}
+        self._autocommit_factories: dict[str, sessionmaker[Session]] = {}
 
     def engine(self, bind: str = "main") -> Engine:
         if bind not in self._engines:
             url = self.main_url if bind == "main" else self.notification_url
-            self._engines[bind] = make_engine(url)
-            self._factories[bind] = sessionmaker(self._engines[bind], expire_on_commit=False)
+            engine = self._engines[bind] = make_engine(url)
+            self._factories[bind] = sessionmaker(engine, expire_on_commit=False)
+            if engine.dialect.name == "postgresql":
+                self._autocommit_factories[bind] = sessionmaker(
+                    engine.execution_options(isolation_level="AUTOCOMMIT"),
+                    expire_on_commit=False,
+                )
         return self._engines[bind]
 
-    def session(self, bind: str = "main") -> Session:
+    def session(self, bind: str = "main", autocommit: bool = False) -> Session:
+        """A session; with `autocommit`, on PostgreSQL, one whose every statement commits on its
+        own: no BEGIN and COMMIT round trips (see UnitOfWork.statement_by_statement)."""
         self.engine(bind)
+        if autocommit and bind in self._autocommit_factories:
+            return self._autocommit_factories[bind]()
         return self._factories[bind]()
 
     def use_connection(self, bind: str, connection: Connection) -> None:
         """For tests: sessions join `connection`'s transaction through savepoints, so that all
         a test wrote is rolled back at its end."""
         self._engines[bind] = connection.engine
+        self._autocommit_factories.pop(bind, None)
         self._factories[bind] = sessionmaker(
             bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
         )
@@ -132,6 +143,12 @@ class Database:
             engine.dispose(close=False)
         self._engines.clear()
         self._factories.clear()
+        self._autocommit_factories.clear()
+
+
+def autocommits(session: Session) -> bool:
+    """Whether each statement of the session commits on its own."""
+    return session.get_bind().get_execution_options().get("isolation_level") == "AUTOCOMMIT"
 
 
 def on_postgresql(session: Session) -> bool:

@@ -8,6 +8,7 @@ from contextvars import ContextVar
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from app.shared.db import autocommits
 from app.shared.events import RAISED, Aggregate, Event
 from app.shared.outbox import NewRow, OutboxWriter
 
@@ -20,10 +21,21 @@ class UnitOfWork:
         self._session_factory = session_factory
         self._outbox = outbox
         self._events: list[Event] = []
+        self._statement_by_statement = False
         self.session: Session
 
+    def statement_by_statement(self) -> UnitOfWork:
+        """Enter with each statement committing on its own where the database allows it
+        (PostgreSQL), which saves the BEGIN and COMMIT round trips. For a unit of work that
+        reads and then writes once with commit_new, whose write is then one atomic statement."""
+        self._statement_by_statement = True
+        return self
+
     def __enter__(self) -> UnitOfWork:
-        self.session = self._session_factory()
+        if self._statement_by_statement:
+            self.session = self._session_factory(autocommit=True)
+        else:
+            self.session = self._session_factory()
         self._events = []
         self._stamped = 0
         # A flushed aggregate may be collected once its handler returns (the identity map is
@@ -36,6 +48,7 @@ class UnitOfWork:
         # them, so callers can still read what they loaded.
         sa_event.remove(self.session, "before_flush", self._take_events)
         self.session.close()
+        self._statement_by_statement = False
 
     def add(self, obj: object) -> None:
         self.session.add(obj)
@@ -46,6 +59,7 @@ class UnitOfWork:
 
     def commit(self) -> list[Event]:
         """Commit the changes and the events they raised, atomically. Returns the events."""
+        self._refuse_several_statements_without_transaction()
         events = self._collect_events()
         if events:
             self._write_out(events)
@@ -58,9 +72,15 @@ class UnitOfWork:
         deliveries are one statement. The object stays outside the session: nothing is read
         back, not even its id."""
         events = [*self._collect_events(), *aggregate.take_events()]
+        if not self._outbox or not self._outbox.writes_in_one_statement(self.session, events):
+            self._refuse_several_statements_without_transaction()
         self._write_out(events, (aggregate.__table__, _column_values(aggregate)))
         self.session.commit()
         return events
+
+    def _refuse_several_statements_without_transaction(self) -> None:
+        if autocommits(self.session):
+            raise RuntimeError("a write of several statements needs a transaction")
 
     def _write_out(self, events: list[Event], new_row: NewRow | None = None) -> None:
         if self._outbox is None:

@@ -10,6 +10,7 @@ from app.orders import handlers
 from app.orders.model import Order
 from app.policies import BY_CONSUMER
 from app.shared.consumer import consume
+from app.shared.errors import Conflict
 from app.shared.events import EventType
 from app.shared.outbox import Delivery, OutboxEvent
 from tests.helpers import random_course_no, random_phone
@@ -90,3 +91,36 @@ def test_the_events_of_one_order_get_increasing_sequences_across_contexts(contai
     consume(container, BY_CONSUMER["learning.open_learning"], [ordered.to_event().envelope()])
     sequences = [(e.event_type, e.sequence) for e in events_of(container, order.order_no)]
     assert sorted(sequences, key=lambda x: x[1]) == [("CourseOrdered", 1), ("LearningStarted", 2)]
+
+
+def test_an_order_without_a_transaction_is_one_statement_with_its_event(committing_container):
+    """POST /orders runs statement by statement (no BEGIN/COMMIT): its one write carries the
+    row and the event together, and a refused row leaves no event behind."""
+    c = committing_container
+    course_no = a_course(c)
+    phone = random_phone()
+    cmd = handlers.PlaceOrder(course_no, phone, date(2026, 12, 1), date(2026, 12, 31))
+    order, created = handlers.place_order(c.orders_uow(), cmd)
+    assert created and [e.event_type for e in events_of(c, order.order_no)] == ["CourseOrdered"]
+    with c.main_session() as session:
+        before = session.execute(select(OutboxEvent.id)).all()
+    with pytest.raises(Conflict):
+        handlers.place_order(c.orders_uow(), cmd)  # the same phone's live order
+    with c.main_session() as session:
+        assert session.execute(select(OutboxEvent.id)).all() == before
+
+
+def test_a_write_of_several_statements_is_refused_without_a_transaction(committing_container):
+    c = committing_container
+    course_no = a_course(c)
+    uow = c.orders_uow()
+    with pytest.raises(RuntimeError, match="needs a transaction"), uow.statement_by_statement():
+        course = uow.courses.get(course_no)
+        order = Order.place(course, random_phone(), date(2026, 12, 1), date(2026, 12, 31))
+        uow.orders.add(order)
+        uow.commit()  # a flush and the outbox: several statements
+    assert events_of(c, order.order_no) == []
+    with c.main_session() as session:
+        assert (
+            session.execute(select(Order).where(Order.order_no == order.order_no)).first() is None
+        )

@@ -25,6 +25,9 @@ class FakeUnitOfWork:
     def __enter__(self):
         return self
 
+    def statement_by_statement(self):
+        return self
+
     def __exit__(self, *exc_info):
         return None
 
