@@ -329,13 +329,16 @@ def claim_due(
     quotas: dict[str, int] | None = None,
 ) -> list[DueDelivery]:
     """Lock due deliveries (skipping those another relay holds) and schedule their redelivery;
-    with `quotas`, only for those consumers and at most that many each.
+    with `quotas` (PostgreSQL, whose relay counts tasks in flight), only for those consumers
+    and at most that many each.
 
     The caller publishes them and then commits; if publishing fails it rolls back and they stay
     due. A publish that succeeds but whose commit is lost only causes a duplicate, which the
     consumers absorb.
     """
     now = utcnow()
+    if quotas is not None:
+        return _claim_quotas(session, now, redelivery_timeout_s, quotas)
     d, e = Delivery.__table__.c, OutboxEvent.__table__.c
     # Core rows, not ORM objects: the relay does this for every event, many times a second.
     stmt = (
@@ -357,16 +360,9 @@ def claim_due(
         .limit(limit)
         .with_for_update(skip_locked=True, of=Delivery.__table__)
     )
-    if quotas is not None:
-        stmt = stmt.where(among(session, d.consumer, [c for c, n in quotas.items() if n > 0]))
-        left = dict(quotas)
     due: list[DueDelivery] = []
     pushed: dict[datetime, list[int]] = defaultdict(list)  # next attempt -> deliveries
     for row in session.execute(stmt):
-        if quotas is not None:
-            if left[row.consumer] <= 0:
-                continue  # over its quota: stays due, for the next pass
-            left[row.consumer] -= 1
         # Capped exponential: a consumer that is down for long is not flooded with copies.
         factor = 2 ** min(row.published, 4)
         pushed[now + timedelta(seconds=redelivery_timeout_s * factor)].append(row.id)
@@ -390,6 +386,72 @@ def claim_due(
     return due
 
 
+def _claim_quotas(
+    session: Session, now: datetime, redelivery_timeout_s: float, quotas: dict[str, int]
+) -> list[DueDelivery]:
+    """claim_due on PostgreSQL: each consumer's quota is taken in SQL and the next attempts
+    pushed in the same statement, so no row is read only to be left over."""
+    wanted = {consumer: n for consumer, n in quotas.items() if n > 0}
+    if not wanted:
+        return []
+    rows = session.execute(
+        _CLAIM_QUOTAS,
+        {
+            "consumers": list(wanted),
+            "quotas": list(wanted.values()),
+            "now": now,
+            "timeout_s": redelivery_timeout_s,
+        },
+    )
+    return [
+        DueDelivery(
+            row.id,
+            row.consumer,
+            envelope(
+                row.event_id,
+                row.event_type,
+                row.occurred_at,
+                row.order_no,
+                row.sequence,
+                row.payload,
+                row.correlation_id,
+            ),
+        )
+        for row in rows
+    ]
+
+
+# The capped exponential of claim_due: a consumer that is down for long is not flooded.
+_CLAIM_QUOTAS = text(
+    """
+WITH wanted AS (
+    SELECT * FROM unnest(CAST(:consumers AS varchar[]), CAST(:quotas AS integer[]))
+        AS w(consumer, quota)
+), claimed AS (
+    SELECT d.id FROM wanted CROSS JOIN LATERAL (
+        SELECT id FROM outbox_deliveries
+        WHERE consumer = wanted.consumer AND status = 'PENDING' AND next_attempt_at <= :now
+        ORDER BY id
+        LIMIT wanted.quota
+        FOR UPDATE SKIP LOCKED
+    ) AS d
+), pushed AS (
+    UPDATE outbox_deliveries AS d
+    SET published = d.published + 1,
+        next_attempt_at = CAST(:now AS timestamptz)
+            + make_interval(secs => :timeout_s * power(2, least(d.published, 4)))
+    FROM claimed
+    WHERE d.id = claimed.id
+    RETURNING d.id, d.consumer, d.event_id
+)
+SELECT p.id, p.consumer, e.event_id, e.event_type, e.order_no, e.sequence, e.occurred_at,
+       e.payload, e.correlation_id
+FROM pushed AS p JOIN outbox_events AS e ON e.event_id = p.event_id
+ORDER BY p.id
+"""
+).columns(occurred_at=UTCDateTime(), payload=JSON())
+
+
 def announce_task_done(session: Session, consumer: str) -> None:
     """Tell the relay that one of `consumer`'s tasks has finished (a PostgreSQL NOTIFY; SQLite
     has none, and its relay does not count tasks in flight)."""
@@ -403,12 +465,14 @@ def announce_task_done(session: Session, consumer: str) -> None:
 def record_done(session: Session, consumer: str, event_ids: Sequence[str]) -> None:
     if not event_ids:
         return
+    d = Delivery.__table__.c
+    # On the table, not the entity: the ORM would match the rows against its session first.
     session.execute(
-        update(Delivery)
+        update(Delivery.__table__)
         .where(
-            Delivery.consumer == consumer,
-            among(session, Delivery.event_id, event_ids),
-            Delivery.status != DeliveryStatus.DONE,
+            d.consumer == consumer,
+            among(session, d.event_id, event_ids),
+            d.status != DeliveryStatus.DONE,
         )
         .values(status=DeliveryStatus.DONE, done_at=utcnow(), last_error=None)
     )

@@ -12,7 +12,7 @@ from app.orders import handlers
 from app.policies import BY_CONSUMER
 from app.shared.consumer import consume
 from app.shared.db import utcnow
-from app.shared.outbox import Delivery, announce_task_done
+from app.shared.outbox import Delivery, OutboxEvent, announce_task_done, claim_due
 from tests.helpers import random_course_no, random_phone
 from workers.relay import InFlight, Waker, relay_once
 
@@ -214,3 +214,35 @@ def test_a_consumer_that_sent_a_full_batch_does_not_wait_to_gather(container, fa
     relay_once(container, fake_celery, in_flight)
 
     assert sent_to(fake_celery, "notification.send_sms") == [1]
+
+
+def test_a_claim_takes_each_consumers_quota_and_pushes_only_what_it_took(container):
+    mine = [o.order_no for o in orders(container, 5)]
+    learning = "learning.open_learning"
+    with container.main_session() as session:
+        due = claim_due(session, 500, 0.2, {learning: 2, "mypage.project": 0})
+        assert [(d.consumer, d.envelope["order_no"]) for d in due] == [
+            (learning, mine[0]),
+            (learning, mine[1]),
+        ]
+        assert due[0].envelope["event_type"] == "CourseOrdered"
+        assert [d.envelope["order_no"] for d in claim_due(session, 500, 0.2, {learning: 9})] == (
+            mine[2:]
+        )
+        time.sleep(0.25)
+        # No consumer recorded them: published again, the next attempt twice as far out.
+        assert [d.envelope["order_no"] for d in claim_due(session, 500, 0.2, {learning: 1})] == (
+            mine[:1]
+        )
+        now = utcnow()
+        rows = session.execute(
+            select(Delivery.consumer, Delivery.published, Delivery.next_attempt_at)
+            .join(OutboxEvent, OutboxEvent.event_id == Delivery.event_id)
+            .where(OutboxEvent.order_no == mine[0])
+        ).all()
+        session.rollback()
+    by_consumer = {consumer: (published, at - now) for consumer, published, at in rows}
+    published, wait = by_consumer.pop(learning)
+    assert published == 2 and timedelta(seconds=0.3) < wait <= timedelta(seconds=0.4)
+    # The other consumers' copies were left as they were: due, never published.
+    assert all(p == 0 and w <= timedelta(0) for p, w in by_consumer.values())
