@@ -52,9 +52,13 @@ def visible_evaluation(evaluation_id: int):
     """Admins see every evaluation, a manager those of their learnings; else 404."""
     require_role("manager")
     evaluation = handlers.get_evaluation(container().evaluation_uow(), evaluation_id)
-    mine = manager_scope()
-    ensure_visible(mine is None or evaluation.manager_id == mine, f"evaluation {evaluation_id}")
+    ensure_managed(evaluation)
     return evaluation
+
+
+def ensure_managed(evaluation) -> None:
+    mine = manager_scope()
+    ensure_visible(mine is None or evaluation.manager_id == mine, f"evaluation {evaluation.id}")
 
 
 @evaluations_blp.route("")
@@ -103,10 +107,11 @@ class FinalScore(MethodView):
     @evaluations_blp.alt_response(503, description="Orders side unavailable; see Retry-After")
     def post(self, body, evaluation_id):
         """Register the final score: on the order and the evaluation at once, or 503/409."""
-        visible_evaluation(evaluation_id)
+        require_role("manager")
         c = container()
         return handlers.register_final_score(
             c.evaluation_uow(),
             c.score_chain,
             handlers.RegisterFinalScore(evaluation_id, body["score"]),
+            may_see=ensure_managed,
         )

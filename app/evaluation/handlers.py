@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,7 +59,7 @@ class RegisterFinalScore:
 
 
 def get_evaluation(uow: EvaluationUnitOfWork, evaluation_id: int) -> Evaluation:
-    with uow:
+    with uow.statement_by_statement():  # reads only: no BEGIN and ROLLBACK round trips
         evaluation = found(uow.evaluations.get(evaluation_id), f"evaluation {evaluation_id}")
         return evaluation
 
@@ -75,15 +76,20 @@ def record_evaluation(uow: EvaluationUnitOfWork, cmd: RecordEvaluation) -> Evalu
 
 
 def register_final_score(
-    uow: EvaluationUnitOfWork, chain: ScoreChain, cmd: RegisterFinalScore
+    uow: EvaluationUnitOfWork,
+    chain: ScoreChain,
+    cmd: RegisterFinalScore,
+    may_see: Callable[[Evaluation], None] = lambda _evaluation: None,
 ) -> Evaluation:
     """SPEC 6: the order takes the score first, then the evaluation becomes FINAL; the caller
-    waits for both. No database lock is held while waiting."""
-    with uow:
+    waits for both. No database lock is held while waiting. `may_see` raises if the caller
+    may not see the evaluation (checked on this read: one read fewer on the way)."""
+    with uow.statement_by_statement():
         evaluation = found(
             uow.evaluations.get(cmd.evaluation_id, records=False),
             f"evaluation {cmd.evaluation_id}",
         )
+    may_see(evaluation)
     if evaluation.status == EvaluationStatus.FINAL:
         if evaluation.final_score == cmd.score:
             return get_evaluation(uow, cmd.evaluation_id)  # the same score again: idempotent

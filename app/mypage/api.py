@@ -45,7 +45,8 @@ class MyPage(MethodView):
             abort(422, message=f"phone: {exc}")
         require_role("student")
         ensure_visible(student_phone() in (None, phone), "My page")
-        with container().main_session() as session:
+        # Reads only: each statement on its own, no BEGIN and ROLLBACK round trips.
+        with container().main_session(autocommit=True) as session:
             pagination_parameters.item_count = count_for_phone(session, phone)
             return rows_for_phone(
                 session, phone, pagination_parameters.first_item, pagination_parameters.page_size

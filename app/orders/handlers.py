@@ -63,7 +63,7 @@ def create_course(uow: OrdersUnitOfWork, cmd: CreateCourse) -> Course:
 
 
 def get_course(uow: OrdersUnitOfWork, course_no: str) -> Course:
-    with uow:
+    with uow.statement_by_statement():  # reads only
         course = found(uow.courses.get(course_no), f"course {course_no}")
         return course
 
@@ -125,7 +125,7 @@ def _replayed(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> Order | None:
 
 
 def get_order(uow: OrdersUnitOfWork, order_no: str) -> Order:
-    with uow:
+    with uow.statement_by_statement():  # reads only
         order = found(uow.orders.get(order_no), f"order {order_no}")
         return order
 

@@ -93,6 +93,9 @@ class FakeEvaluationUow:
     def __exit__(self, *exc):
         return None
 
+    def statement_by_statement(self):
+        return self
+
 
 class FakeChain:
     """Plays the orders side: completes the evaluation, or answers/raises as scripted."""
