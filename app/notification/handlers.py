@@ -60,6 +60,13 @@ def send_pending_sms(
     here with backoff, then again on the event's redelivery; after `max_attempts` rounds the
     message FAILS. Returns the events to deliver again, with the reason."""
     retry: dict[str, str] = {}
+    # One policy for the batch: each iteration over it starts afresh.
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientSendError),
+        stop=stop_after_attempt(quick_retries),
+        wait=wait_random_exponential(multiplier=0.2, max=2),
+        reraise=True,
+    )
     with uow:
         for message in uow.messages.pending_for_events([event.event_id for event in events]):
             if retry:
@@ -70,12 +77,7 @@ def send_pending_sms(
             message.attempts += 1
             outgoing = Outgoing(message.idempotency_key, message.phone, message.message)
             try:
-                for attempt in Retrying(
-                    retry=retry_if_exception_type(TransientSendError),
-                    stop=stop_after_attempt(quick_retries),
-                    wait=wait_random_exponential(multiplier=0.2, max=2),
-                    reraise=True,
-                ):
+                for attempt in retrying:
                     with attempt:
                         message.provider_message_id = sender.send(outgoing)
                 message.status = SmsStatus.SENT
