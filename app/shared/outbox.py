@@ -102,9 +102,11 @@ class Delivery(MainBase):
             postgresql_where=text("status = 'PENDING'"),
             sqlite_where=text("status = 'PENDING'"),
         ),
+        # Also each consumer's claim order: the relay's LATERAL stops at the quota.
         Index(
             "ix_outbox_deliveries_backlog",
             "consumer",
+            "id",
             postgresql_where=text("status = 'PENDING'"),
             sqlite_where=text("status = 'PENDING'"),
         ),
