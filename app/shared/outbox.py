@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Row,
     String,
     Table,
     Text,
@@ -368,16 +369,7 @@ def claim_due(
         # Capped exponential: a consumer that is down for long is not flooded with copies.
         factor = 2 ** min(row.published, 4)
         pushed[now + timedelta(seconds=redelivery_timeout_s * factor)].append(row.id)
-        body = envelope(
-            row.event_id,
-            row.event_type,
-            row.occurred_at,
-            row.order_no,
-            row.sequence,
-            row.payload,
-            row.correlation_id,
-        )
-        due.append(DueDelivery(row.id, row.consumer, body))
+        due.append(_due_delivery(row))
     # One statement per distinct next attempt (usually one: first publications).
     for next_attempt_at, ids in pushed.items():
         session.execute(
@@ -405,22 +397,21 @@ def _claim_quotas(
             "timeout_s": redelivery_timeout_s,
         },
     )
-    return [
-        DueDelivery(
-            row.id,
-            row.consumer,
-            envelope(
-                row.event_id,
-                row.event_type,
-                row.occurred_at,
-                row.order_no,
-                row.sequence,
-                row.payload,
-                row.correlation_id,
-            ),
-        )
-        for row in rows
-    ]
+    return [_due_delivery(row) for row in rows]
+
+
+def _due_delivery(row: Row) -> DueDelivery:
+    """A claimed row (delivery and event columns) as what the relay publishes."""
+    body = envelope(
+        row.event_id,
+        row.event_type,
+        row.occurred_at,
+        row.order_no,
+        row.sequence,
+        row.payload,
+        row.correlation_id,
+    )
+    return DueDelivery(row.id, row.consumer, body)
 
 
 # The capped exponential of claim_due: a consumer that is down for long is not flooded.
