@@ -121,7 +121,7 @@ def finalize_evaluation(uow: EvaluationUnitOfWork, evaluation_id: int, score: in
             evaluation.finalize(score)
         except Conflict:
             return ScoreOutcome.EVALUATION_CONFLICT
-        uow.commit()
+        uow.commit_changed(evaluation)  # the caller waits: the update rides the outbox statement
         return ScoreOutcome.COMPLETED
 
 

@@ -151,5 +151,5 @@ def register_score(uow: OrdersUnitOfWork, order_no: str, score: int) -> str:
             order.register_score(score)
         except Conflict:
             return "order_cancelled" if order.status == OrderStatus.CANCELLED else "order_conflict"
-        uow.commit()
+        uow.commit_changed(order)  # the caller waits: the update rides the outbox statement
         return "completed"

@@ -150,7 +150,16 @@ def next_sequence(session: Session, order_no: str) -> int:
 
 
 Subscribers = Callable[[EventType], Sequence[str]]
-NewRow = tuple[Table, dict]  # a row to insert with the events: (table, {column key: value})
+
+
+@dataclass(frozen=True)
+class RowWrite:
+    """One row written with the events: inserted, or (with `key`, its primary key column)
+    updated where that column equals values[key]."""
+
+    table: Table
+    values: dict  # column key -> value
+    key: str | None = None
 
 
 class OutboxWriter:
@@ -165,18 +174,20 @@ class OutboxWriter:
         delay = self._deferred.get(consumer)
         return now + timedelta(seconds=delay) if delay else now
 
-    def write(
-        self, session: Session, events: Iterable[Event], new_row: NewRow | None = None
-    ) -> None:
-        """Write the events and their deliveries; with `new_row` (table, values), insert that
-        row first. On PostgreSQL, with one event per order (the usual case), all of it is one
-        statement: atomic on its own, so it needs no transaction around it."""
+    def write(self, session: Session, events: Iterable[Event], row: RowWrite | None = None) -> None:
+        """Write the events and their deliveries; with `row`, write that row first. On
+        PostgreSQL, with one event per order (the usual case), all of it is one statement:
+        atomic on its own, so it needs no transaction around it."""
         events = list(events)
         if self.writes_in_one_statement(session, events):
-            self._write_in_one_statement(session, events, new_row)
+            self._write_in_one_statement(session, events, row)
             return
-        if new_row is not None:
-            session.execute(insert(new_row[0]), new_row[1])
+        if row is not None and row.key is None:
+            session.execute(insert(row.table), row.values)
+        elif row is not None:
+            key = row.table.c[row.key]
+            changes = {name: value for name, value in row.values.items() if name != row.key}
+            session.execute(update(row.table).where(key == row.values[row.key]).values(changes))
         if events:
             self._write(session, events)
 
@@ -234,9 +245,9 @@ class OutboxWriter:
             )
 
     def _write_in_one_statement(
-        self, session: Session, events: list[Event], new_row: NewRow | None
+        self, session: Session, events: list[Event], row: RowWrite | None
     ) -> None:
-        """PostgreSQL, one event per order: the new row, the sequences, the events, their
+        """PostgreSQL, one event per order: the row, the sequences, the events, their
         deliveries and the NOTIFY in one round trip."""
         now = utcnow()
         deliveries = [
@@ -245,10 +256,9 @@ class OutboxWriter:
             for consumer in self._subscribers(event.event_type)
         ]
         statement, row_values = _WRITE_ALL, {}
-        if new_row is not None:
-            table, values = new_row
-            statement = _write_all_after_insert(table)
-            row_values = {f"new_{name}": value for name, value in values.items()}
+        if row is not None:
+            statement = _write_all_after(row.table, tuple(row.values), row.key)
+            row_values = {f"row_{name}": value for name, value in row.values.items()}
         sequences = session.execute(
             statement,
             {
@@ -307,15 +317,21 @@ _WRITE_ALL = text("WITH " + _WRITE_EVENTS)
 
 
 @functools.cache
-def _write_all_after_insert(table: Table) -> TextClause:
-    """_WRITE_ALL led by an INSERT of one row into `table` (its parameters: new_<column>).
-    A unique violation there fails the whole statement, so no event is written for it."""
-    columns = [c for c in table.columns if c is not table.autoincrement_column]
-    names = ", ".join(c.name for c in columns)
-    values = ", ".join(f":new_{c.key}" for c in columns)
-    return text(
-        f"WITH new_row AS (INSERT INTO {table.name} ({names}) VALUES ({values})), " + _WRITE_EVENTS
-    ).bindparams(*(bindparam(f"new_{c.key}", type_=c.type) for c in columns))
+def _write_all_after(table: Table, names: tuple[str, ...], key: str | None) -> TextClause:
+    """_WRITE_ALL led by the write of one row of `table` (its parameters: row_<column>): an
+    INSERT of those columns, or with `key` an UPDATE of them where `key` matches. A failure
+    there (a unique violation) fails the whole statement, so no event is written for it."""
+    columns = [table.c[name] for name in names]
+    if key is None:
+        listed = ", ".join(c.name for c in columns)
+        values = ", ".join(f":row_{c.key}" for c in columns)
+        lead = f"INSERT INTO {table.name} ({listed}) VALUES ({values})"
+    else:
+        sets = ", ".join(f"{c.name} = :row_{c.key}" for c in columns if c.key != key)
+        lead = f"UPDATE {table.name} SET {sets} WHERE {table.c[key].name} = :row_{key}"
+    return text(f"WITH row_written AS ({lead}), " + _WRITE_EVENTS).bindparams(
+        *(bindparam(f"row_{c.key}", type_=c.type) for c in columns)
+    )
 
 
 @dataclass(frozen=True)

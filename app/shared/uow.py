@@ -6,11 +6,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 
 from sqlalchemy import event as sa_event
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from app.shared.db import autocommits
 from app.shared.events import RAISED, Aggregate, Event
-from app.shared.outbox import NewRow, OutboxWriter
+from app.shared.outbox import OutboxWriter, RowWrite
 
 # The request id or the id carried by the event being handled; stamped on every event raised.
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
@@ -74,7 +75,30 @@ class UnitOfWork:
         events = [*self._collect_events(), *aggregate.take_events()]
         if not self._outbox or not self._outbox.writes_in_one_statement(self.session, events):
             self._refuse_several_statements_without_transaction()
-        self._write_out(events, (aggregate.__table__, _column_values(aggregate)))
+        self._write_out(events, RowWrite(aggregate.__table__, _column_values(aggregate)))
+        self.session.commit()
+        return events
+
+    def commit_changed(self, aggregate: Aggregate) -> list[Event]:
+        """Commit the changed columns of one loaded aggregate with its events. When nothing
+        else in the session changed, that is one statement on PostgreSQL, the UPDATE inside
+        the outbox's (the score chain's steps); else an ordinary commit. The aggregate leaves
+        the session."""
+        state = sa_inspect(aggregate)
+        others = [o for o in (*self.session.new, *self.session.dirty) if o is not aggregate]
+        if others or self.session.deleted:
+            return self.commit()
+        events = self._collect_events()
+        key = state.mapper.primary_key[0].key
+        changed = {
+            attr.key: attr.value
+            for attr in state.attrs
+            if attr.key in state.mapper.columns and attr.history.has_changes()
+        }
+        self.session.expunge(aggregate)  # written here: the session must not flush it again
+        if changed or events:
+            row = RowWrite(aggregate.__table__, {key: getattr(aggregate, key), **changed}, key)
+            self._write_out(events, row)
         self.session.commit()
         return events
 
@@ -82,13 +106,13 @@ class UnitOfWork:
         if autocommits(self.session):
             raise RuntimeError("a write of several statements needs a transaction")
 
-    def _write_out(self, events: list[Event], new_row: NewRow | None = None) -> None:
+    def _write_out(self, events: list[Event], row: RowWrite | None = None) -> None:
         if self._outbox is None:
             raise RuntimeError("this database has no outbox; its context raises no events")
         cid = correlation_id.get()
         for event in events:
             event.correlation_id = event.correlation_id or cid
-        self._outbox.write(self.session, events, new_row)
+        self._outbox.write(self.session, events, row)
 
     def rollback(self) -> None:
         self.session.rollback()

@@ -124,3 +124,45 @@ def test_a_write_of_several_statements_is_refused_without_a_transaction(committi
         assert (
             session.execute(select(Order).where(Order.order_no == order.order_no)).first() is None
         )
+
+
+def a_placed_order(container) -> Order:
+    cmd = handlers.PlaceOrder(
+        a_course(container), random_phone(), date(2026, 12, 1), date(2026, 12, 31)
+    )
+    return handlers.place_order(container.orders_uow(), cmd)[0]
+
+
+def stored(container, order_no) -> Order:
+    with container.main_session() as session:
+        return session.execute(select(Order).where(Order.order_no == order_no)).scalar_one()
+
+
+def test_a_score_step_writes_the_order_and_its_event_together(container):
+    order = a_placed_order(container)
+    assert handlers.register_score(container.orders_uow(), order.order_no, 88) == "completed"
+    completed = stored(container, order.order_no)
+    assert (completed.status, completed.score) == ("COMPLETED", 88)
+    assert completed.completed_at is not None
+    [ordered, done] = sorted(events_of(container, order.order_no), key=lambda e: e.sequence)
+    assert (done.event_type, done.sequence, done.payload["score"]) == ("OrderCompleted", 2, 88)
+    # The same score again changes nothing and raises nothing.
+    assert handlers.register_score(container.orders_uow(), order.order_no, 88) == "completed"
+    assert len(events_of(container, order.order_no)) == 2
+
+
+def test_a_changed_aggregate_with_other_changes_beside_it_commits_them_all(container):
+    first, second = a_placed_order(container), a_placed_order(container)
+    uow = container.orders_uow()
+    with uow:
+        completing = uow.orders.get(first.order_no, for_update=True)
+        cancelling = uow.orders.get(second.order_no, for_update=True)
+        completing.register_score(70)
+        cancelling.cancel()
+        uow.commit_changed(completing)
+    assert stored(container, first.order_no).status == "COMPLETED"
+    assert stored(container, second.order_no).status == "CANCELLED"
+    assert {e.event_type for e in events_of(container, second.order_no)} == {
+        "CourseOrdered",
+        "CourseOrderCancelled",
+    }

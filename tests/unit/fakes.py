@@ -55,6 +55,9 @@ class FakeUnitOfWork:
         self.committed += 1
         return self.events
 
+    def commit_changed(self, _aggregate):
+        return self.commit()
+
     def rollback(self):
         pass
 
