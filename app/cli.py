@@ -113,8 +113,6 @@ def _worker_argv(queues: list[str], concurrency: int, name: str, embedded: bool)
         "-O",
         "fair",
     ]
-    if os.environ.get("EXP_POOL_" + queues[0].upper()):
-        argv += ["--pool", os.environ["EXP_POOL_" + queues[0].upper()]]
     if embedded:
         # Heartbeat and gossip are fan-out events; the file transport keeps delivering them to
         # the queue of a monitor that has gone, for ever. A lone local worker needs neither.
