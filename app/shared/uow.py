@@ -73,8 +73,6 @@ class UnitOfWork:
         deliveries are one statement. The object stays outside the session: nothing is read
         back, not even its id."""
         events = [*self._collect_events(), *aggregate.take_events()]
-        if not self._outbox or not self._outbox.writes_in_one_statement(self.session, events):
-            self._refuse_several_statements_without_transaction()
         self._write_out(events, RowWrite(aggregate.__table__, _column_values(aggregate)))
         self.session.commit()
         return events
@@ -109,6 +107,8 @@ class UnitOfWork:
     def _write_out(self, events: list[Event], row: RowWrite | None = None) -> None:
         if self._outbox is None:
             raise RuntimeError("this database has no outbox; its context raises no events")
+        if not self._outbox.writes_in_one_statement(self.session, events):
+            self._refuse_several_statements_without_transaction()
         cid = correlation_id.get()
         for event in events:
             event.correlation_id = event.correlation_id or cid
