@@ -25,7 +25,15 @@ RETRY = {
 }
 
 
-@app.task(name="orders.register_score", acks_late=True, reject_on_worker_lost=True, **RETRY)
+# Its result is not kept, but its failure is: Celery then stores it on the finalize step too,
+# where the caller waits, so a step that failed for good answers at once instead of at the guard.
+@app.task(
+    name="orders.register_score",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    store_errors_even_if_ignored=True,
+    **RETRY,
+)
 def register_score(order_no: str, evaluation_id: int, score: int, deadline: float) -> dict:
     if time.time() > deadline:
         return {"outcome": evaluation.ScoreOutcome.EXPIRED}

@@ -54,10 +54,14 @@ class CeleryScoreChain:
         ) | self.celery.signature("evaluation.finalize", queue="evaluation", expires=expires)
         result = chain.apply_async()
         try:
+            # Only the last step's result is read: a step that fails for good stores its
+            # error on every step after it (Celery's chain failure propagation), so following
+            # the parents would only add a Redis read per step and per interval.
             answer = result.get(
                 timeout=max(0.01, deadline - time.time()),
                 interval=0.02,
                 propagate=True,
+                follow_parents=False,
                 disable_sync_subtasks=False,
             )
         except CeleryTimeout:

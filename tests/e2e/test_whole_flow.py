@@ -76,6 +76,48 @@ def test_given_the_orders_worker_down_the_final_score_is_503_in_time_then_200_wh
     assert api.get(f"/orders/{order['order_no']}")["score"] == 85
 
 
+def test_given_the_orders_step_failing_for_good_the_final_score_is_503_before_the_guard(
+    api, system
+):
+    api.a_manager("조매니저")
+    order = api.an_order()
+    evaluation = api.its_evaluation(order)
+    # A long guard, so that answering at the guard and answering at the failure differ.
+    patient = Client(system.start_api("api-patient", SCORE_SYNC_TIMEOUT_S="12"), system.admin_token)
+    system.stop("worker-orders")
+    # The only orders worker now has a database that refuses every connection: each try of
+    # the step fails, and after its quick retries the step fails for good.
+    system.start(
+        "worker-orders-broken",
+        "-m",
+        "app.cli",
+        "worker",
+        "--queues",
+        "orders",
+        "--concurrency",
+        "1",
+        DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+    )
+    try:
+        started = time.monotonic()
+        response = patient.post(f"/evaluations/{evaluation['id']}/final", {"score": 77}, expect=503)
+        assert time.monotonic() - started < 12 - 4  # the worker's start, then ~1 s of retries
+        assert int(response.headers["Retry-After"]) >= 1
+        assert api.get(f"/evaluations/{evaluation['id']}")["status"] == "IN_PROGRESS"
+        assert api.get(f"/orders/{order['order_no']}")["status"] == "ORDERED"
+    finally:
+        system.stop("worker-orders-broken")
+        system.stop("api-patient")
+        system.start_worker("orders")
+
+    def taken():  # once the good worker is up
+        response = api.post(f"/evaluations/{evaluation['id']}/final", {"score": 77})
+        assert response.status_code == 200, response.text
+
+    eventually(taken, timeout_s=60, interval_s=1)
+    assert api.get(f"/orders/{order['order_no']}")["score"] == 77
+
+
 def test_cancel_racing_the_final_score_fifty_times_exactly_one_wins_and_all_agree(api):
     api.a_manager("백매니저")
     orders = [api.an_order() for _ in range(50)]
