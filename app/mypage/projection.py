@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select, text
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import select
 
 from app.mypage.model import MyPageRow
-from app.shared.db import among, on_postgresql
+from app.shared.db import among, insert_missing
 from app.shared.events import Event, EventType
 from app.shared.uow import UnitOfWork
 
@@ -75,18 +74,9 @@ def project(uow: UnitOfWork, events: list[Event]) -> None:
     # In order_no order, so that two batches lock the rows they share in one order.
     order_nos = sorted(phones)
     session = uow.session
-    if on_postgresql(session):
-        # As arrays: one SQL text whatever the batch size, parsed once.
-        session.execute(
-            _CREATE_MISSING_ROWS,
-            {"order_nos": order_nos, "phones": [phones[o] for o in order_nos]},
-        )
-    else:
-        session.execute(
-            sqlite.insert(MyPageRow)
-            .values([_empty(order_no, phones[order_no]) for order_no in order_nos])
-            .on_conflict_do_nothing()
-        )
+    insert_missing(
+        session, MyPageRow.__table__, [_empty(order_no, phones[order_no]) for order_no in order_nos]
+    )
     rows = {
         row.order_no: row
         for row in session.execute(
@@ -99,15 +89,6 @@ def project(uow: UnitOfWork, events: list[Event]) -> None:
     for event in events:
         if event.order_no:
             apply(rows[event.order_no], event)
-
-
-_CREATE_MISSING_ROWS = text(
-    "INSERT INTO mypage_rows "
-    "(order_no, phone, order_seq, learning_seq, evaluation_seq, score_seq) "
-    "SELECT o, p, 0, 0, 0, 0 "
-    "FROM unnest(CAST(:order_nos AS varchar[]), CAST(:phones AS varchar[])) AS t(o, p) "
-    "ON CONFLICT DO NOTHING"
-)
 
 
 def _empty(order_no: str, phone: str) -> dict[str, Any]:

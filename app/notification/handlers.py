@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from app.notification.model import SmsMessage, SmsStatus
+from app.notification.model import SmsStatus, idempotency_key
 from app.notification.repository import SmsRepository
 from app.notification.senders import Outgoing, PermanentSendError, SmsSender, TransientSendError
 from app.notification.templates import render
@@ -27,26 +27,25 @@ class NotificationUnitOfWork(UnitOfWork):
 
 def record_sms(uow: NotificationUnitOfWork, events: list[Event], provider: str) -> None:
     """Write the message rows (PENDING) for the events' students, once per event and phone."""
-    written = uow.messages.recipients_of([event.event_id for event in events])
+    now = utcnow()
+    messages = {}
     for event in events:
         text = render(event)
         phone = event.payload.get("phone")
-        if text is None or not phone or (event.event_id, phone) in written:
+        if text is None or not phone:
             continue
-        written.add((event.event_id, phone))
-        uow.messages.add(
-            SmsMessage(
-                event_id=event.event_id,
-                event_type=str(event.event_type),
-                phone=phone,
-                order_no=event.order_no,
-                message=text,
-                status=SmsStatus.PENDING,
-                provider=provider,
-                attempts=0,
-                created_at=utcnow(),
-            )
-        )
+        messages[event.event_id, phone] = {
+            "event_id": event.event_id,
+            "event_type": str(event.event_type),
+            "phone": phone,
+            "order_no": event.order_no,
+            "message": text,
+            "status": SmsStatus.PENDING,
+            "provider": provider,
+            "attempts": 0,
+            "created_at": now,
+        }
+    uow.messages.add_missing(list(messages.values()))
 
 
 def send_pending_sms(
@@ -67,6 +66,7 @@ def send_pending_sms(
         wait=wait_random_exponential(multiplier=0.2, max=2),
         reraise=True,
     )
+    attempts = []
     with uow:
         for message in uow.messages.pending_for_events([event.event_id for event in events]):
             if retry:
@@ -74,28 +74,35 @@ def send_pending_sms(
                 # instead of each waiting out its own retries now.
                 retry[message.event_id] = "not tried: the gateway was failing"
                 continue
-            message.attempts += 1
-            outgoing = Outgoing(message.idempotency_key, message.phone, message.message)
+            attempt = {
+                "sms_id": message.id,
+                "status": SmsStatus.PENDING,
+                "attempts": message.attempts + 1,
+                "provider_message_id": None,
+                "last_error": message.last_error,
+                "sent_at": None,
+            }
+            outgoing = Outgoing(idempotency_key(message.id), message.phone, message.message)
             try:
-                for attempt in retrying:
-                    with attempt:
-                        message.provider_message_id = sender.send(outgoing)
-                message.status = SmsStatus.SENT
-                message.sent_at = utcnow()
+                for tried in retrying:
+                    with tried:
+                        attempt["provider_message_id"] = sender.send(outgoing)
+                attempt.update(status=SmsStatus.SENT, sent_at=utcnow())
             except PermanentSendError as exc:
-                message.status = SmsStatus.FAILED
-                message.last_error = str(exc)
+                attempt.update(status=SmsStatus.FAILED, last_error=str(exc))
             except TransientSendError as exc:
-                message.last_error = str(exc)
-                if message.attempts >= max_attempts:
-                    message.status = SmsStatus.FAILED
+                attempt["last_error"] = str(exc)
+                if attempt["attempts"] >= max_attempts:
+                    attempt["status"] = SmsStatus.FAILED
                 else:
                     retry[message.event_id] = f"TransientSendError: {exc}"
+            attempts.append(attempt)
             log.info(
                 "sms.result",
                 sms_id=message.id,
-                status=message.status,
+                status=attempt["status"],
                 event_type=message.event_type,
             )
+        uow.messages.record_attempts(attempts)
         uow.commit()
     return retry

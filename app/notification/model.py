@@ -39,5 +39,9 @@ class SmsMessage(NotificationBase):
 
     @property
     def idempotency_key(self) -> str:
-        """Given to the provider, so that a resend after a crash is not a second SMS."""
-        return f"onlinestudy-sms-{self.id}"
+        return idempotency_key(self.id)
+
+
+def idempotency_key(sms_id: int) -> str:
+    """Given to the provider, so that a resend after a crash is not a second SMS."""
+    return f"onlinestudy-sms-{sms_id}"

@@ -2,42 +2,63 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.notification.model import SmsMessage, SmsStatus
-from app.shared.db import among, paged, where_given
+from app.shared.db import among, insert_missing, paged, where_given
+
+_SMS = SmsMessage.__table__
+
+# One send attempt's outcome, for a whole batch at once (executemany: one round trip).
+_RECORD_ATTEMPT = (
+    update(_SMS)
+    .where(_SMS.c.id == bindparam("sms_id"))
+    .values(
+        status=bindparam("status"),
+        attempts=bindparam("attempts"),
+        provider_message_id=bindparam("provider_message_id"),
+        last_error=bindparam("last_error"),
+        sent_at=bindparam("sent_at"),
+    )
+)
 
 
 class SmsRepository:
     def __init__(self, session: Session):
         self.session = session
 
-    def add(self, message: SmsMessage) -> None:
-        self.session.add(message)
+    def add_missing(self, messages: list[dict]) -> None:
+        """Store these PENDING messages, except those whose (event, phone) has one already."""
+        insert_missing(self.session, _SMS, messages)
 
-    def recipients_of(self, event_ids: list[str]) -> set[tuple[str, str]]:
-        """(event_id, phone) of the messages these events have already."""
-        rows = self.session.execute(
-            select(SmsMessage.event_id, SmsMessage.phone).where(
-                among(self.session, SmsMessage.event_id, event_ids)
-            )
-        )
-        return {(event_id, phone) for event_id, phone in rows}
-
-    def pending_for_events(self, event_ids: list[str]) -> list[SmsMessage]:
-        # Locked while sending, so two copies of one event never send one message twice.
+    def pending_for_events(self, event_ids: list[str]) -> list[Row]:
+        """What a send needs of the events' PENDING messages, as rows (no ORM objects): locked
+        while sending, so two copies of one event never send one message twice."""
         return list(
             self.session.execute(
-                select(SmsMessage)
-                .where(
-                    among(self.session, SmsMessage.event_id, event_ids),
-                    SmsMessage.status == SmsStatus.PENDING,
+                select(
+                    _SMS.c.id,
+                    _SMS.c.event_id,
+                    _SMS.c.event_type,
+                    _SMS.c.phone,
+                    _SMS.c.message,
+                    _SMS.c.attempts,
+                    _SMS.c.last_error,
                 )
-                .order_by(SmsMessage.id)
+                .where(
+                    among(self.session, _SMS.c.event_id, event_ids),
+                    _SMS.c.status == SmsStatus.PENDING,
+                )
+                .order_by(_SMS.c.id)
                 .with_for_update()
-            ).scalars()
+            )
         )
+
+    def record_attempts(self, attempts: list[dict]) -> None:
+        """Each dict: sms_id, status, attempts, provider_message_id, last_error, sent_at."""
+        if attempts:
+            self.session.execute(_RECORD_ATTEMPT, attempts)
 
     def list(
         self, phone: str | None, order_no: str | None, offset: int, limit: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 
 from sqlalchemy import (
     ColumnElement,
@@ -11,13 +12,17 @@ from sqlalchemy import (
     Engine,
     MetaData,
     Select,
+    Table,
+    TextClause,
     any_,
     bindparam,
     create_engine,
     event,
     func,
     select,
+    text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -163,6 +168,30 @@ def among(session: Session, column, values: list) -> ColumnElement[bool]:
     if on_postgresql(session):
         return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
     return column.in_(list(values))
+
+
+def insert_missing(session: Session, table: Table, rows: list[dict]) -> None:
+    """Insert the rows (all with the same keys), skipping those a unique constraint finds
+    there already: another copy of the same event, or a concurrent batch that got there first.
+    On PostgreSQL each column travels as one array, so the SQL text is the same whatever the
+    number of rows (a VALUES list is a new, long statement for every batch size)."""
+    if not rows:
+        return
+    names = tuple(rows[0])
+    if on_postgresql(session):
+        session.execute(_unnest_insert(table, names), {n: [row[n] for row in rows] for n in names})
+    else:
+        session.execute(sqlite.insert(table).values(rows).on_conflict_do_nothing())
+
+
+@cache
+def _unnest_insert(table: Table, names: tuple[str, ...]) -> TextClause:
+    dialect = postgresql.dialect()
+    arrays = ", ".join(f"CAST(:{n} AS {table.c[n].type.compile(dialect)}[])" for n in names)
+    return text(
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT DO NOTHING"
+    )
 
 
 def where_given(stmt: Select, *conditions: tuple) -> Select:

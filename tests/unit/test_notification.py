@@ -1,7 +1,7 @@
 """SMS texts and sending: retries, failures, one message per event and phone (fakes)."""
 
 from app.notification.handlers import record_sms, send_pending_sms
-from app.notification.model import SmsStatus
+from app.notification.model import SmsMessage, SmsStatus
 from app.notification.senders import PermanentSendError, TransientSendError
 from app.notification.templates import render
 from app.shared.events import Event, EventType
@@ -9,24 +9,34 @@ from tests.unit.fakes import FakeSender, FakeUnitOfWork
 
 
 class FakeMessages:
-    def __init__(self, uow):
-        self.uow, self.items = uow, []
+    """The repository on a list: one message per (event, phone), ids in insertion order."""
 
-    def add(self, message):
-        self.uow.track(message)
-        self.items.append(message)
+    def __init__(self):
+        self.items = []
 
-    def recipients_of(self, event_ids):
-        return {(m.event_id, m.phone) for m in self.items if m.event_id in event_ids}
+    def add_missing(self, messages):
+        known = {(m.event_id, m.phone) for m in self.items}
+        for fields in messages:
+            if (fields["event_id"], fields["phone"]) not in known:
+                known.add((fields["event_id"], fields["phone"]))
+                self.items.append(SmsMessage(id=len(self.items) + 1, **fields))
 
     def pending_for_events(self, event_ids):
         return [m for m in self.items if m.event_id in event_ids and m.status == SmsStatus.PENDING]
+
+    def record_attempts(self, attempts):
+        by_id = {m.id: m for m in self.items}
+        for attempt in attempts:
+            message = by_id[attempt["sms_id"]]
+            for name, value in attempt.items():
+                if name != "sms_id":
+                    setattr(message, name, value)
 
 
 class FakeNotificationUnitOfWork(FakeUnitOfWork):
     def __init__(self):
         super().__init__()
-        self.messages = FakeMessages(self)
+        self.messages = FakeMessages()
 
 
 def learning_started() -> Event:
