@@ -127,6 +127,9 @@ def relay_once(container: Container, celery: Celery, in_flight: InFlight | None 
                     celery.send_task(
                         consumer,
                         kwargs={"events": batch},
+                        # What Flower and the worker's log show of the task. Celery would
+                        # otherwise saferepr() the whole batch on every publication.
+                        kwargsrepr=f"{{'events': <{len(batch)} events>}}",
                         queue=policy.queue.value,
                         producer=producer,
                     )

@@ -110,7 +110,7 @@ class FakeCelery:
     def producer_or_acquire(self):
         yield None
 
-    def send_task(self, name, kwargs, queue, producer=None):
+    def send_task(self, name, kwargs, queue, producer=None, **_options):
         self.sent.append((name, queue, kwargs["events"]))
 
 

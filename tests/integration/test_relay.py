@@ -1,10 +1,15 @@
 """The relay publishes committed events, batches them per consumer, and redelivers (SPEC 5.3)."""
 
+import base64
 import dataclasses
+import json
 import time
+import uuid
 from collections import Counter
 from datetime import date, timedelta
 
+import redis
+from celery import Celery
 from sqlalchemy import select
 
 from app.learning.handlers import RegisterManager, register_manager
@@ -13,6 +18,7 @@ from app.policies import BY_CONSUMER
 from app.shared.consumer import consume
 from app.shared.db import utcnow
 from app.shared.outbox import Delivery, OutboxEvent, announce_task_done, claim_due
+from tests.conftest import REDIS_URL
 from tests.helpers import random_course_no, random_phone
 from workers.relay import InFlight, Waker, relay_once
 
@@ -46,6 +52,36 @@ def test_given_a_committed_order_then_each_consumer_gets_it_once_on_its_queue(
         ("mypage.project", "mypage"): [order.order_no],
     }
     assert relay_once(container, fake_celery) == 0  # not again before the redelivery timeout
+
+
+def test_a_published_batch_shows_its_size_to_monitors_not_its_events(container):
+    # On a real broker: what Flower and the worker log show of the task is its kwargsrepr.
+    container.settings = dataclasses.replace(container.settings, relay_batch_max=2)
+    prefix = f"test-{uuid.uuid4().hex[:8]}-"
+    celery = Celery(broker=REDIS_URL)
+    celery.conf.task_default_queue = prefix + "default"
+    broker = redis.Redis.from_url(REDIS_URL)
+    made = orders(container, 3)
+    queues = {p.queue.value: prefix + p.queue.value for p in BY_CONSUMER.values()}
+    try:
+        with_prefixed_queues(container, celery, queues)
+        messages = [json.loads(m) for m in broker.lrange(queues["learning"], 0, -1)]
+    finally:
+        broker.delete(*queues.values())
+    assert sorted(m["headers"]["kwargsrepr"] for m in messages) == [
+        "{'events': <1 events>}",
+        "{'events': <2 events>}",
+    ]
+    bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
+    published = [e["order_no"] for _args, kwargs, _ in bodies for e in kwargs["events"]]
+    assert sorted(published) == sorted(o.order_no for o in made)
+
+
+def with_prefixed_queues(container, celery, queues):
+    """relay_once, with each context's queue renamed so that no worker of this machine eats it."""
+    send = celery.send_task
+    celery.send_task = lambda name, queue, **kw: send(name, queue=queues[queue], **kw)
+    relay_once(container, celery)
 
 
 def test_given_a_backlog_then_events_share_tasks_up_to_the_batch_size(container, fake_celery):
