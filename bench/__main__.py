@@ -1074,7 +1074,7 @@ class Bench:
             return result
 
         retries = sum(1 for i in range(1, 3) if len(ids) >= warm + (i + 1) * n)
-        r, _cpu = self.measured("final", one_batch, retries=retries)
+        r, cpu = self.measured("final", one_batch, retries=retries)
         ok = [s[1] for s in r.ok((200,))]
         self.results["final_p50_ms"] = ms(percentile(ok, 50))
         self.results["final_p99_ms"] = ms(percentile(ok, 99))
@@ -1083,6 +1083,12 @@ class Bench:
             "per_s": round(len(ok) / r.wall_s, 1),
             "statuses": r.statuses(),
             "max_ms": ms(max(ok, default=None)),
+            # With the finals' own events (drained in the window): what one final costs.
+            "cpu_ms_per_final_by_role": {
+                k: round(1000 * v / len(r.samples), 2)
+                for k, v in sorted({**cpu["system_by_role"], **cpu["servers"]}.items())
+                if v
+            },
         }
         log(f"  p50 {self.results['final_p50_ms']} ms, p99 {self.results['final_p99_ms']} ms")
 
