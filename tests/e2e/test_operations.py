@@ -6,9 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import requests
+from celery import Celery
 
+from tests.e2e.client import Client
 from tests.helpers import eventually
 
 
@@ -52,6 +55,79 @@ def test_the_api_metrics_show_the_pipeline(system):
         "onlinestudy_http_requests_total",
     ):
         assert f"# TYPE {family}" in text, family
+
+
+class TaskEvents:
+    """What a monitor such as Flower receives of the workers' task events, while it listens."""
+
+    def __init__(self):
+        # On the broker of CELERY_BROKER_URL: Celery prefers it to any URL it is given.
+        self.monitor = Celery()
+        self.seen: list[tuple[str, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+
+    def __enter__(self) -> TaskEvents:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def broadcast(self, command: str) -> None:
+        self.monitor.control.broadcast(command)
+
+    def _listen(self) -> None:
+        names: dict[str, str] = {}  # task-received names the task; later events give its id
+
+        def on_event(event: dict) -> None:
+            if event["type"].startswith("task-"):
+                if "name" in event:
+                    names[event["uuid"]] = event["name"]
+                self.seen.append((event["type"], names.get(event["uuid"], "?")))
+
+        with self.monitor.connection() as connection:
+            receiver = self.monitor.events.Receiver(connection, handlers={"*": on_event})
+            while not self._stop.is_set():
+                try:
+                    for _ in receiver.itercapture(limit=None, timeout=0.5, wakeup=False):
+                        if self._stop.is_set():
+                            return
+                except TimeoutError:
+                    continue
+
+
+def test_workers_send_task_events_only_once_a_monitor_asks_for_them(system, monkeypatch):
+    monkeypatch.setenv("CELERY_BROKER_URL", system.env["CELERY_BROKER_URL"])
+    api = Client(system.base_url, system.admin_token)
+    api.a_manager("감매니저")
+
+    def an_order_through_my_page() -> None:
+        order = api.an_order()
+
+        def started():
+            assert api.one(f"/mypage/{order['phone']}")["learning_status"] == "STARTED"
+
+        eventually(started, timeout_s=30)
+
+    def seen(event_type: str, task: str):
+        def check():
+            assert (event_type, task) in events.seen
+
+        return check
+
+    with TaskEvents() as events:
+        an_order_through_my_page()
+        assert events.seen == []  # nobody asked: the workers spend nothing on them
+
+        events.broadcast("enable_events")  # what `onlinestudy flower` does
+        try:
+            an_order_through_my_page()
+            eventually(seen("task-received", "learning.open_learning"), timeout_s=10)
+            eventually(seen("task-succeeded", "mypage.project"), timeout_s=10)
+        finally:
+            events.broadcast("disable_events")
 
 
 def _ok(result: subprocess.CompletedProcess) -> None:
