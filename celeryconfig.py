@@ -42,6 +42,9 @@ worker_max_tasks_per_child = 10_000
 worker_hijack_root_logger = False
 # Each worker also consumes its own direct queue: the liveness canary goes there.
 worker_direct = True
+# Task events only while a monitor asks for them. Without a monitor they cost the workers'
+# main processes 0.4-0.6 ms CPU per order (three events per task) for no reader.
+worker_send_task_events = False
 
 if _settings.embedded:
     _broker_dir = _settings.var_dir / "broker"
@@ -55,16 +58,13 @@ if _settings.embedded:
     # Remote control works here (Flower lists workers and queues), but task events do not:
     # the file transport keeps fanning them out to a monitor's queue after it has gone, and
     # the folder would grow for ever. `onlinestudy flower` does not turn them on here.
-    worker_send_task_events = False
 else:
     broker_transport_options = {
         # Above the longest task, so Redis does not hand a running task to a second worker.
         # Lost messages do not wait for this: the outbox redelivers after REDELIVERY_TIMEOUT_S.
         "visibility_timeout": 3600,
     }
-    # Task events only while a monitor asks for them: `onlinestudy flower` broadcasts
-    # enable_events when it starts and every minute after. Without a monitor they cost the
-    # workers' main processes 0.4-0.6 ms CPU per order (three events per task) for no reader.
-    worker_send_task_events = False
+    # On Redis and RabbitMQ, `onlinestudy flower` turns task events on when it starts (it
+    # broadcasts enable_events, and again every minute).
     # No "task-sent" events either: the relay would publish one per task (measured 13% of its
     # CPU), and Flower already sees each task when a worker receives it.
