@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session, joinedload, lazyload
 
 from app.evaluation.model import Evaluation, EvaluationStatus
 from app.shared.db import among, paged, where_given
@@ -19,8 +19,14 @@ class EvaluationRepository:
     def get(
         self, evaluation_id: int, for_update: bool = False, records: bool = True
     ) -> Evaluation | None:
-        """`records=False` skips loading them: one round trip fewer where they are not used."""
-        options = [] if records else [lazyload(Evaluation.records)]
+        """`records=False` skips loading them: one round trip fewer where they are not used.
+        Read without a lock, the records come in the same query (a join, not a second SELECT);
+        PostgreSQL refuses FOR UPDATE on the outer side of a join, so a locked read keeps
+        the second one."""
+        if not records:
+            options = [lazyload(Evaluation.records)]
+        else:
+            options = [] if for_update else [joinedload(Evaluation.records)]
         return self.session.get(
             Evaluation, evaluation_id, with_for_update=for_update, options=options
         )
