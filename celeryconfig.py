@@ -32,9 +32,10 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 # Take one message at a time: a batch task already carries many events.
 worker_prefetch_multiplier = 1
-# Results are only read by the synchronous final score, which asks for them explicitly.
+# Results are only read by the synchronous final score, which asks for them explicitly,
+# within its guard of seconds; they are not deleted after, but expire on their own.
 task_ignore_result = True
-result_expires = 3600
+result_expires = 600
 # Bound every task; the longest (an SMS send with its quick retries) is a few seconds.
 task_soft_time_limit = 60
 task_time_limit = 90

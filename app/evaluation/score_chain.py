@@ -65,11 +65,13 @@ class CeleryScoreChain:
                 disable_sync_subtasks=False,
             )
         except CeleryTimeout:
+            # Stop listening for it. An answer is kept in Redis only for result_expires; an
+            # answer that came (success or failure) already ended the listening, and deleting
+            # it would cost two round trips per final (the step before stores nothing).
+            result.forget()
             raise OrdersSideDown() from None
         except Exception as exc:  # noqa: BLE001 - a step failed for good (retries exhausted)
             raise OrdersSideDown(f"{exc.__class__.__name__}") from exc
-        finally:
-            result.forget()
         return answer["outcome"]
 
 

@@ -6,8 +6,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 
 from tests.e2e.client import Client
+from tests.e2e.conftest import E2E_REDIS_URL
 from tests.helpers import eventually, random_phone
 
 
@@ -26,6 +28,7 @@ def test_given_an_evaluation_when_the_final_score_is_given_then_it_is_on_the_ord
     )
     final = api.post(f"/evaluations/{evaluation['id']}/final", {"score": 91}, expect=200).json()
     assert (final["status"], final["final_score"]) == ("FINAL", 91)
+    assert [(r["score"], r["comment"]) for r in final["records"]] == [(72, "성실함")]
     placed = api.get(f"/orders/{order['order_no']}")
     assert (placed["status"], placed["score"]) == ("COMPLETED", 91)  # at that same moment
 
@@ -46,6 +49,10 @@ def test_given_an_evaluation_when_the_final_score_is_given_then_it_is_on_the_ord
     api.post(f"/evaluations/{evaluation['id']}/final", {"score": 91}, expect=200)
     api.post(f"/evaluations/{evaluation['id']}/final", {"score": 90}, expect=409)
     api.post(f"/orders/{order['order_no']}/cancel", expect=409)
+    # The chain's answers stay in Redis only a while: each one expires on its own.
+    broker = redis.Redis.from_url(E2E_REDIS_URL)
+    answers = list(broker.scan_iter("celery-task-meta-*"))
+    assert answers and all(0 < broker.ttl(key) <= 600 for key in answers)
 
 
 def test_given_the_orders_worker_down_the_final_score_is_503_in_time_then_200_when_back(
