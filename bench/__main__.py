@@ -435,7 +435,7 @@ class Bench:
             os.environ.update(self.env)
             from app.cli import _worker_argv
 
-            argv = _worker_argv(queues.split(","), concurrency, name)
+            argv = _worker_argv(queues.split(","), concurrency, name, embedded=False)
             return [app_module if a == "workers.celery_app" else a for a in argv]
         except Exception:  # noqa: BLE001 - the CLI changed: the same flags, spelled out
             return [
@@ -1065,12 +1065,19 @@ class Bench:
         self.drain()
         batches = iter([ids[warm + i * n : warm + (i + 1) * n] for i in range(3)])
 
+        spied = False
+
         def one_batch():
+            nonlocal spied
             batch = next(batches)
+            if not spied:  # the first batch: at tens of ms a final, ~n/30 s covers it
+                spied = True
+                self.start_spy(max(3, n // 30), prefix="final-")
             result = loadgen.run(
                 self.spec("final", processes=self.p["final_clients"], evaluation_ids=batch)
             )
             self.drain()  # the finals' own events are part of their cost
+            self.stop_spy()
             return result
 
         retries = sum(1 for i in range(1, 3) if len(ids) >= warm + (i + 1) * n)
@@ -1201,7 +1208,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="experiment: start the pipeline on the POST phase's backlog and time its drain",
     )
-    parser.add_argument("--spy", default=None, help="py-spy the sustained run into this folder")
+    parser.add_argument(
+        "--spy", default=None, help="py-spy the POST, sustained and final phases into this folder"
+    )
     parser.add_argument("--spy-svg", action="store_true", help="with --spy: flame graphs too")
     parser.add_argument(
         "--spy-idle",
