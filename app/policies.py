@@ -84,6 +84,7 @@ POLICIES: tuple[Policy, ...] = (
         Queue.LEARNING,
         (E.FINAL_EVALUATION_REGISTERED,),
         **_in("learning_uow", one_by_one(learning.complete_learning)),
+        gather_s=0.2,
     ),
     Policy(
         "learning.start_waiting_learnings",

@@ -12,6 +12,8 @@ import redis
 from celery import Celery
 from sqlalchemy import select
 
+from app.evaluation.handlers import finalize_evaluation
+from app.evaluation.model import Evaluation
 from app.learning.handlers import RegisterManager, register_manager
 from app.orders import handlers
 from app.policies import BY_CONSUMER
@@ -236,6 +238,39 @@ def test_a_consumer_off_the_way_to_my_page_gathers_its_next_batch_for_a_moment(
     time.sleep(gather + 0.05)
     relay_once(container, fake_celery, in_flight)
     assert sent_to(fake_celery, "notification.send_sms") == [2]
+
+
+def finals(container, count):
+    """Orders completed with a final score: each raises OrderCompleted and
+    FinalEvaluationRegistered, as the score chain's two steps do."""
+    for order in orders(container, count):
+        with container.evaluation_uow() as uow:
+            evaluation = Evaluation.open(order.order_no, None, order.phone, order.course_no, None)
+            uow.evaluations.add(evaluation)
+            uow.commit()
+        handlers.register_score(container.orders_uow(), order.order_no, 88)
+        finalize_evaluation(container.evaluation_uow(), evaluation.id, 88)
+
+
+def test_after_final_scores_my_page_hears_at_once_and_learnings_complete_a_moment_later(
+    container, fake_celery
+):
+    in_flight = InFlight(per_consumer=1, expire_s=60)
+    finals(container, 1)
+    relay_once(container, fake_celery, in_flight)
+    everyone = {name for name, _, _ in fake_celery.sent}
+    in_flight.heard(everyone, Counter(dict.fromkeys(everyone, 1)))  # all their tasks ended
+    finals(container, 2)
+    fake_celery.sent.clear()
+
+    relay_once(container, fake_celery, in_flight)
+    # Both finals' OrderCompleted and FinalEvaluationRegistered, with the orders' own events.
+    assert sent_to(fake_celery, "mypage.project") == [6]
+    assert sent_to(fake_celery, "learning.complete_learning") == []  # off the student's way
+
+    time.sleep(BY_CONSUMER["learning.complete_learning"].gather_s + 0.05)
+    relay_once(container, fake_celery, in_flight)
+    assert sent_to(fake_celery, "learning.complete_learning") == [2]
 
 
 def test_a_consumer_that_sent_a_full_batch_does_not_wait_to_gather(container, fake_celery):
