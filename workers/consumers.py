@@ -27,17 +27,16 @@ def _register(policy: Policy) -> Task:
         try:
             return len(consume(c, policy, events))
         finally:
-            _announce_done(c, policy.consumer)
+            announce_done(c, policy.consumer)
 
     return handle
 
 
-def _announce_done(c, consumer: str) -> None:
+def announce_done(c, consumer: str) -> None:
     """Free the relay's slot for this consumer; if this fails the slot expires by itself."""
     try:
-        with c.main_session() as session:
+        with c.main_session(autocommit=True) as session:  # a NOTIFY alone: no BEGIN, no COMMIT
             announce_task_done(session, consumer)
-            session.commit()
     except Exception as exc:  # noqa: BLE001 - never fail a task that did its work
         log.warning("relay.announce_failed", consumer=consumer, error=str(exc))
 

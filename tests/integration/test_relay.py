@@ -19,9 +19,10 @@ from app.orders import handlers
 from app.policies import BY_CONSUMER
 from app.shared.consumer import consume
 from app.shared.db import utcnow
-from app.shared.outbox import Delivery, OutboxEvent, announce_task_done, claim_due
+from app.shared.outbox import Delivery, OutboxEvent, claim_due
 from tests.conftest import REDIS_URL
 from tests.helpers import random_course_no, random_phone
+from workers.consumers import announce_done
 from workers.relay import InFlight, Waker, relay_once
 
 
@@ -177,9 +178,7 @@ def test_a_worker_telling_a_task_ended_reaches_the_relay(committing_container):
     waker = Waker(committing_container)
     try:
         for consumer in ("mypage.project", "mypage.project", "learning.open_learning"):
-            with committing_container.main_session() as session:
-                announce_task_done(session, consumer)
-                session.commit()
+            announce_done(committing_container, consumer)  # as each consumer task ends
         ended = Counter()
         deadline = time.monotonic() + 5
         while sum(ended.values()) < 3 and time.monotonic() < deadline:
