@@ -83,7 +83,7 @@ POLICIES: tuple[Policy, ...] = (
         "learning.complete_learning",
         Queue.LEARNING,
         (E.FINAL_EVALUATION_REGISTERED,),
-        **_in("learning_uow", one_by_one(learning.complete_learning)),
+        **_in("learning_uow", learning.complete_learnings),
         gather_s=0.2,
     ),
     Policy(

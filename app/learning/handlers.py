@@ -151,11 +151,14 @@ def cancel_learning(uow: LearningUnitOfWork, event: Event) -> None:
     _leave_started(uow, learning, learning.cancel)
 
 
-def complete_learning(uow: LearningUnitOfWork, event: Event) -> None:
-    """On FinalEvaluationRegistered: the learning is over."""
-    learning = uow.learnings.for_order(event.order_no)
-    if learning is not None:
-        _leave_started(uow, learning, learning.complete)
+def complete_learnings(uow: LearningUnitOfWork, events: list[Event]) -> None:
+    """On FinalEvaluationRegistered: those learnings are over, and their managers each have
+    fewer STARTED. One locked read and one write of the counts for the whole batch."""
+    ended: Counter[int] = Counter()
+    for learning in uow.learnings.for_orders(sorted({e.order_no for e in events})):
+        if learning.complete() and learning.manager_id is not None:  # only a STARTED one
+            ended[learning.manager_id] -= 1
+    uow.managers.count_started(ended)
 
 
 def _leave_started(uow: LearningUnitOfWork, learning: Learning, change) -> None:

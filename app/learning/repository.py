@@ -77,6 +77,18 @@ class LearningRepository:
             ).scalars()
         )
 
+    def for_orders(self, order_nos: list[str]) -> list[Learning]:
+        """These orders' learnings, locked in order_no order: concurrent batches then lock
+        them in one order and never deadlock."""
+        return list(
+            self.session.execute(
+                select(Learning)
+                .where(among(self.session, Learning.order_no, order_nos))
+                .order_by(Learning.order_no)
+                .with_for_update()
+            ).scalars()
+        )
+
     def for_order(self, order_no: str) -> Learning | None:
         return self.session.execute(
             select(Learning).where(Learning.order_no == order_no).with_for_update()

@@ -109,6 +109,40 @@ def test_given_learnings_cancelled_and_completed_then_their_managers_count_fewer
         assert session.execute(select(Manager.started_count)).scalar_one() == 1
 
 
+def test_given_final_scores_twice_and_out_of_order_then_each_started_learning_completes_once(
+    container,
+):
+    orders = started(container, "최", 4)
+    order_handlers.cancel_order(container.orders_uow(), orders[0].order_no)
+    [cancelled] = envelopes(container, orders[0].order_no, EventType.COURSE_ORDER_CANCELLED)
+    consume(container, BY_CONSUMER["learning.cancel_learning"], [cancelled])
+    finals = [
+        Event(EventType.FINAL_EVALUATION_REGISTERED, o.order_no, {"score": 90}).envelope()
+        for o in orders[:3]
+    ]
+    complete = BY_CONSUMER["learning.complete_learning"]
+
+    consume(container, complete, finals[::-1] + finals)  # one batch: reversed, then again
+    consume(container, complete, finals[1:2])  # a redelivery later
+
+    with container.main_session() as session:
+        statuses = dict(
+            session.execute(
+                select(Learning.order_no, Learning.status).where(
+                    Learning.order_no.in_([o.order_no for o in orders])
+                )
+            ).all()
+        )
+        assert [statuses[o.order_no] for o in orders] == [
+            "CANCELLED",  # a final for a cancelled learning changes nothing
+            "COMPLETED",
+            "COMPLETED",
+            "STARTED",
+        ]
+        # The manager started 4: one cancelled, two completed, each counted once.
+        assert session.execute(select(Manager.started_count)).scalar_one() == 1
+
+
 def test_given_many_orders_events_shuffled_and_twice_in_one_batch_then_my_page_is_current(
     container,
 ):
