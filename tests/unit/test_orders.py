@@ -93,3 +93,17 @@ def test_given_an_idempotency_key_when_reused_with_another_body_then_invalid():
     place(uow, key="k-2")
     with pytest.raises(InvalidInput):
         place(uow, key="k-2", phone="010-2222-3333")
+
+
+def test_a_request_fingerprinted_by_an_earlier_release_still_matches_after_an_upgrade():
+    # Orders keep the fingerprint of their first request: a retry that arrives after a deploy
+    # must hash to the same value (this one was stored by the release of 2026-11-25).
+    request = handlers.PlaceOrder(
+        "PY101", "010-1234-5678", date(2026, 12, 1), date(2027, 2, 28), idempotency_key="k1"
+    )
+    assert request.fingerprint() == (
+        "b737cda57c387ae4ace880f264c3e37019b9b2c05fd02fdf9db6c6859ef49154"
+    )
+    assert handlers.PlaceOrder(**{**request.__dict__, "idempotency_key": "k2"}).fingerprint() == (
+        request.fingerprint()
+    )
