@@ -1061,7 +1061,10 @@ class Bench:
             ]
         if len(ids) < n + warm:
             raise RuntimeError(f"only {len(ids)} open evaluations for the final-score phase")
-        loadgen.run(self.spec("final", processes=1, evaluation_ids=ids[:warm]))
+        # As many clients as measured: every process on the chain's way has served a final.
+        loadgen.run(
+            self.spec("final", processes=self.p["final_clients"], evaluation_ids=ids[:warm])
+        )
         self.drain()
         batches = iter([ids[warm + i * n : warm + (i + 1) * n] for i in range(3)])
 
