@@ -29,7 +29,9 @@ class Container:
         self.outbox = OutboxWriter(
             subscribers,
             deferred={
-                p.consumer: settings.score_sync_timeout_s for p in POLICIES if p.behind_score_chain
+                (p.consumer, event_type): settings.score_sync_timeout_s
+                for p in POLICIES
+                for event_type in p.behind_score_chain
             },
         )
         self.sms_sender = sms_sender or make_sender(

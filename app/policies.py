@@ -38,9 +38,10 @@ class Policy:
     # the events to deliver again, with the reason. It runs on every copy of an event, so it
     # must itself be idempotent.
     after_commit: Callable[[Container, list[Event]], dict[str, str]] | None = None
-    # Only a safety net behind the synchronous score chain: its copy is first due after
-    # SCORE_SYNC_TIMEOUT_S, so that on the normal path it does not race the chain's own step.
-    behind_score_chain: bool = False
+    # Events whose copy for this consumer is first due SCORE_SYNC_TIMEOUT_S after the commit:
+    # on the normal path the synchronous score chain's next step brings the same news sooner
+    # (or is the same work), so the copy only confirms, later and in a larger batch.
+    behind_score_chain: tuple[EventType, ...] = ()
     # Off the way from an order to a current My page: at most one task per this many seconds,
     # so its batches grow and the CPU goes first to the consumers a student is waiting for.
     gather_s: float = 0.0
@@ -111,7 +112,7 @@ POLICIES: tuple[Policy, ...] = (
         Queue.EVALUATION,
         (E.ORDER_COMPLETED,),
         **_in("evaluation_uow", evaluation.finalize_on_order_completed),
-        behind_score_chain=True,
+        behind_score_chain=(E.ORDER_COMPLETED,),  # a safety net: the chain's step 2 does it
     ),
     # notification: the row in the transaction, the send after the commit
     Policy(
@@ -146,6 +147,8 @@ POLICIES: tuple[Policy, ...] = (
             E.FINAL_EVALUATION_REGISTERED,
         ),
         **_in("main_uow", mypage.project),
+        # FinalEvaluationRegistered, a moment after it, shows the order COMPLETED too.
+        behind_score_chain=(E.ORDER_COMPLETED,),
     ),
 )
 

@@ -30,10 +30,13 @@ _CHANGES: dict[EventType, list[tuple[str, dict[str, Any]]]] = {
         ("evaluation", {"evaluation_status": "CANCELLED"}),
     ],
     E.EVALUATION_RECORDED: [("score", {})],
-    # The learning completes on FinalEvaluationRegistered.
+    # The learning completes on FinalEvaluationRegistered; and an evaluation is FINAL only
+    # after its order was COMPLETED (SPEC 6), so the row need not wait for OrderCompleted's
+    # copy (which comes later: it is behind the score chain).
     E.FINAL_EVALUATION_REGISTERED: [
         ("evaluation", {"evaluation_status": "FINAL"}),
         ("learning", {"learning_status": "COMPLETED"}),
+        ("order", {"order_status": "COMPLETED"}),
     ],
 }
 

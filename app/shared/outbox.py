@@ -48,6 +48,7 @@ TASK_DONE = "done:"
 
 
 def _new_work(consumers: Iterable[str]) -> str:
+    """Names the consumers with a delivery due now (a deferred one is found by the sweep)."""
     return NEW_WORK + ",".join(sorted(set(consumers)))
 
 
@@ -165,13 +166,17 @@ class RowWrite:
 class OutboxWriter:
     """Writes events and their deliveries into the caller's transaction."""
 
-    def __init__(self, subscribers: Subscribers, deferred: dict[str, float] | None = None):
+    def __init__(
+        self,
+        subscribers: Subscribers,
+        deferred: dict[tuple[str, EventType], float] | None = None,
+    ):
         self._subscribers = subscribers
-        # Consumers whose copy is first due this many seconds after the commit.
+        # (consumer, event type) whose copy is first due this many seconds after the commit.
         self._deferred = deferred or {}
 
-    def _due(self, consumer: str, now: datetime) -> datetime:
-        delay = self._deferred.get(consumer)
+    def _due(self, consumer: str, event_type: EventType, now: datetime) -> datetime:
+        delay = self._deferred.get((consumer, event_type))
         return now + timedelta(seconds=delay) if delay else now
 
     def write(self, session: Session, events: Iterable[Event], row: RowWrite | None = None) -> None:
@@ -225,7 +230,7 @@ class OutboxWriter:
                     "status": DeliveryStatus.PENDING,
                     "published": 0,
                     "failures": 0,
-                    "next_attempt_at": self._due(consumer, now),
+                    "next_attempt_at": self._due(consumer, event.event_type, now),
                     "created_at": now,
                 }
                 for consumer in self._subscribers(event.event_type)
@@ -240,7 +245,9 @@ class OutboxWriter:
                 text("SELECT pg_notify(:channel, :payload)"),
                 {
                     "channel": NOTIFY_CHANNEL,
-                    "payload": _new_work(row["consumer"] for row in delivery_rows),
+                    "payload": _new_work(
+                        row["consumer"] for row in delivery_rows if row["next_attempt_at"] <= now
+                    ),
                 },
             )
 
@@ -251,7 +258,7 @@ class OutboxWriter:
         deliveries and the NOTIFY in one round trip."""
         now = utcnow()
         deliveries = [
-            (event.event_id, consumer, self._due(consumer, now))
+            (event.event_id, consumer, self._due(consumer, event.event_type, now))
             for event in events
             for consumer in self._subscribers(event.event_type)
         ]
@@ -274,7 +281,7 @@ class OutboxWriter:
                 "d_due": [d[2] for d in deliveries],
                 "now": now,
                 "channel": NOTIFY_CHANNEL,
-                "payload": _new_work(d[1] for d in deliveries),
+                "payload": _new_work(d[1] for d in deliveries if d[2] <= now),
             },
         )
         by_id = dict(sequences.all())

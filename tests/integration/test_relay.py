@@ -15,6 +15,7 @@ from sqlalchemy import select
 from app.evaluation.handlers import finalize_evaluation
 from app.evaluation.model import Evaluation
 from app.learning.handlers import RegisterManager, register_manager
+from app.mypage.model import MyPageRow
 from app.orders import handlers
 from app.policies import BY_CONSUMER
 from app.shared.consumer import consume
@@ -188,26 +189,47 @@ def test_a_worker_telling_a_task_ended_reaches_the_relay(committing_container):
         waker.close()
 
 
-def test_the_convergence_copy_of_order_completed_waits_behind_the_score_chain(
+def test_order_completed_copies_wait_behind_the_score_chain_whose_next_step_tells_my_page(
     container, fake_celery
 ):
     [order] = orders(container, 1)
+    with container.evaluation_uow() as uow:
+        evaluation = Evaluation.open(order.order_no, None, order.phone, order.course_no, None)
+        uow.evaluations.add(evaluation)
+        uow.commit()
     relay_once(container, fake_celery)
-    handlers.register_score(container.orders_uow(), order.order_no, 88)
+    handlers.register_score(container.orders_uow(), order.order_no, 88)  # the chain's step 1
     fake_celery.sent.clear()
 
     relay_once(container, fake_celery)
 
-    # My page hears of the completion at once; evaluation's safety net only after the guard.
-    assert [name for name, _, _ in fake_celery.sent] == ["mypage.project"]
+    # Evaluation's safety net and My page's copy of OrderCompleted are due after the guard.
+    assert fake_celery.sent == []
     with container.main_session() as session:
-        due = session.execute(
-            select(Delivery.next_attempt_at).where(
-                Delivery.consumer == "evaluation.finalize_on_order_completed"
-            )
-        ).scalar_one()
+        due = dict(
+            session.execute(
+                select(Delivery.consumer, Delivery.next_attempt_at)
+                .join(OutboxEvent, OutboxEvent.event_id == Delivery.event_id)
+                .where(OutboxEvent.order_no == order.order_no)
+                .where(OutboxEvent.event_type == "OrderCompleted")
+            ).all()
+        )
     guard = container.settings.score_sync_timeout_s
-    assert due - utcnow() > timedelta(seconds=guard - 1)
+    assert set(due) == {"evaluation.finalize_on_order_completed", "mypage.project"}
+    assert all(at - utcnow() > timedelta(seconds=guard - 1) for at in due.values())
+
+    finalize_evaluation(container.evaluation_uow(), evaluation.id, 88)  # the chain's step 2
+    relay_once(container, fake_celery)
+    [events] = [events for name, _, events in fake_celery.sent if name == "mypage.project"]
+    assert [e["event_type"] for e in events] == ["FinalEvaluationRegistered"]
+    consume(container, BY_CONSUMER["mypage.project"], events)
+    with container.main_session() as session:
+        row = session.get(MyPageRow, order.order_no)
+        assert (row.order_status, row.evaluation_status, row.final_score) == (
+            "COMPLETED",
+            "FINAL",
+            88,
+        )
 
 
 ALL_THREE = {"learning.open_learning", "notification.send_sms", "mypage.project"}
@@ -263,8 +285,8 @@ def test_after_final_scores_my_page_hears_at_once_and_learnings_complete_a_momen
     fake_celery.sent.clear()
 
     relay_once(container, fake_celery, in_flight)
-    # Both finals' OrderCompleted and FinalEvaluationRegistered, with the orders' own events.
-    assert sent_to(fake_celery, "mypage.project") == [6]
+    # Both orders' CourseOrdered and FinalEvaluationRegistered (OrderCompleted comes later).
+    assert sent_to(fake_celery, "mypage.project") == [4]
     assert sent_to(fake_celery, "learning.complete_learning") == []  # off the student's way
 
     time.sleep(BY_CONSUMER["learning.complete_learning"].gather_s + 0.05)

@@ -79,6 +79,15 @@ def test_given_a_whole_history_in_order_then_the_row_shows_the_completed_order()
     )
 
 
+def test_given_the_final_before_order_completed_then_the_order_shows_completed_at_once():
+    # OrderCompleted's copy for My page waits behind the score chain; the chain's next step,
+    # FinalEvaluationRegistered, already shows it. The late copy then changes nothing.
+    *earlier, completed, final = history()
+    before_the_copy = visible(fold([*earlier, final]))
+    assert before_the_copy[1] == "COMPLETED"
+    assert visible(fold([*earlier, final, completed])) == before_the_copy
+
+
 def test_given_any_arrival_order_and_duplicates_then_the_row_is_the_same():
     expected = visible(fold(history()))
     events = history()
