@@ -175,6 +175,19 @@ def test_a_commit_names_its_consumers_to_the_relay(committing_container):
         waker.close()
 
 
+def test_a_commit_whose_copies_are_all_deferred_wakes_the_relay_for_no_consumer(
+    committing_container,
+):
+    [order] = orders(committing_container, 1)
+    waker = Waker(committing_container)
+    try:
+        handlers.register_score(committing_container.orders_uow(), order.order_no, 88)
+        # OrderCompleted's copies wait behind the score chain: nothing to look for now.
+        assert waker.wait(block=True, timeout=2)[0] == set()
+    finally:
+        waker.close()
+
+
 def test_a_worker_telling_a_task_ended_reaches_the_relay(committing_container):
     waker = Waker(committing_container)
     try:
