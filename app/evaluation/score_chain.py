@@ -53,6 +53,7 @@ class CeleryScoreChain:
             },
         ) | self.celery.signature("evaluation.finalize", queue="evaluation", expires=expires)
         result = chain.apply_async()
+        timed_out = False
         try:
             # Only the last step's result is read: a step that fails for good stores its
             # error on every step after it (Celery's chain failure propagation), so following
@@ -65,13 +66,16 @@ class CeleryScoreChain:
                 disable_sync_subtasks=False,
             )
         except CeleryTimeout:
-            # Stop listening for it. An answer is kept in Redis only for result_expires; an
-            # answer that came (success or failure) already ended the listening, and deleting
-            # it would cost two round trips per final (the step before stores nothing).
-            result.forget()
+            timed_out = True
             raise OrdersSideDown() from None
         except Exception as exc:  # noqa: BLE001 - a step failed for good (retries exhausted)
             raise OrdersSideDown(f"{exc.__class__.__name__}") from exc
+        finally:
+            # A timed-out caller forgets the chain, to stop listening for it. An answer that
+            # came is deleted only where it would stay for ever (the embedded SQLite backend):
+            # Redis expires it (result_expires), which spares every final two round trips.
+            if timed_out or not result.backend.supports_autoexpire:
+                result.forget()
         return answer["outcome"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 
@@ -64,6 +65,23 @@ def test_the_embedded_default_runs_the_slice_and_stops_on_ctrl_c(tmp_path):
             assert row["learning_status"] == "STARTED" and row["manager_name"] == "임매니저"
 
         eventually(on_my_page, timeout_s=30)
+
+        def its_evaluation():
+            found = http.get(
+                f"{base}/evaluations", params={"order_no": order.json()["order_no"]}, timeout=10
+            ).json()
+            assert len(found) == 1
+            return found[0]
+
+        evaluation = eventually(its_evaluation, timeout_s=30)
+        final = http.post(
+            f"{base}/evaluations/{evaluation['id']}/final", json={"score": 90}, timeout=30
+        )
+        assert (final.status_code, final.json()["status"]) == (200, "FINAL")
+        # The chain's answer is deleted once read: the embedded result store (SQLite) keeps
+        # what it is given for ever.
+        with sqlite3.connect(tmp_path / "var" / "celery-results.sqlite") as results:
+            assert results.execute("SELECT count(*) FROM celery_taskmeta").fetchone() == (0,)
         assert (tmp_path / "var" / "onlinestudy.sqlite").exists()
         assert (tmp_path / "var" / "notification.sqlite").exists()
     finally:
