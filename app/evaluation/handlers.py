@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from app.evaluation.model import Evaluation, EvaluationRecord, EvaluationStatus
 from app.evaluation.repository import EvaluationRepository
 from app.shared.errors import Conflict, Unavailable, found
 from app.shared.events import Event
 from app.shared.uow import UnitOfWork, each_correlated
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
 
 
 class EvaluationUnitOfWork(UnitOfWork):
@@ -79,15 +82,14 @@ def register_final_score(
     uow: EvaluationUnitOfWork,
     chain: ScoreChain,
     cmd: RegisterFinalScore,
-    may_see: Callable[[Evaluation], None] = lambda _evaluation: None,
+    may_see: Callable[[Evaluation | Row], None] = lambda _evaluation: None,
 ) -> Evaluation:
     """SPEC 6: the order takes the score first, then the evaluation becomes FINAL; the caller
     waits for both. No database lock is held while waiting. `may_see` raises if the caller
     may not see the evaluation (checked on this read: one read fewer on the way)."""
     with uow.statement_by_statement():
         evaluation = found(
-            uow.evaluations.get(cmd.evaluation_id, records=False),
-            f"evaluation {cmd.evaluation_id}",
+            uow.evaluations.state_of(cmd.evaluation_id), f"evaluation {cmd.evaluation_id}"
         )
     may_see(evaluation)
     if evaluation.status == EvaluationStatus.FINAL:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session, joinedload, lazyload
 
 from app.evaluation.model import Evaluation, EvaluationStatus
 from app.shared.db import among, paged, where_given
+
+_evaluations = Evaluation.__table__.c
+_STATE_OF = select(
+    _evaluations.id,
+    _evaluations.order_no,
+    _evaluations.manager_id,
+    _evaluations.status,
+    _evaluations.final_score,
+).where(_evaluations.id == bindparam("evaluation_id"))
 
 
 class EvaluationRepository:
@@ -30,6 +39,11 @@ class EvaluationRepository:
         return self.session.get(
             Evaluation, evaluation_id, with_for_update=for_update, options=options
         )
+
+    def state_of(self, evaluation_id: int) -> Row | None:
+        """What the final score decides on (id, order_no, manager_id, status, final_score), as
+        a plain row: it is read on every final, and an entity costs the ORM's loading."""
+        return self.session.execute(_STATE_OF, {"evaluation_id": evaluation_id}).one_or_none()
 
     def opened_for(self, order_nos: list[str]) -> set[str]:
         """Which of these orders have an evaluation (or a tombstone) already."""

@@ -82,6 +82,8 @@ class FakeEvaluations:
     def get(self, evaluation_id, for_update=False, records=True):
         return self.items.get(evaluation_id)
 
+    state_of = get
+
 
 class FakeEvaluationUow:
     def __init__(self, *items):
