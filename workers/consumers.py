@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import structlog
 from celery import Task
 
 from app.bootstrap import container
 from app.policies import POLICIES, Policy
-from app.shared.consumer import consume
-from app.shared.outbox import announce_task_done
+from app.shared.consumer import announce_done, consume
 from workers.celery_app import app
-
-log = structlog.get_logger(__name__)
 
 
 def _register(policy: Policy) -> Task:
@@ -25,20 +21,12 @@ def _register(policy: Policy) -> Task:
     def handle(events: list[dict]) -> int:
         c = container()
         try:
-            return len(consume(c, policy, events))
-        finally:
-            announce_done(c, policy.consumer)
+            return len(consume(c, policy, events, announce_end=True))
+        except BaseException:
+            announce_done(c, policy.consumer)  # else the relay's slot waits to expire
+            raise
 
     return handle
-
-
-def announce_done(c, consumer: str) -> None:
-    """Free the relay's slot for this consumer; if this fails the slot expires by itself."""
-    try:
-        with c.main_session(autocommit=True) as session:  # a NOTIFY alone: no BEGIN, no COMMIT
-            announce_task_done(session, consumer)
-    except Exception as exc:  # noqa: BLE001 - never fail a task that did its work
-        log.warning("relay.announce_failed", consumer=consumer, error=str(exc))
 
 
 TASKS = {policy.consumer: _register(policy) for policy in POLICIES}

@@ -16,7 +16,7 @@ import structlog
 from app.observability import EVENTS
 from app.shared.events import Event
 from app.shared.idempotency import claim_all
-from app.shared.outbox import record_done, record_failure
+from app.shared.outbox import announce_task_done, record_done, record_failure
 from app.shared.uow import correlation_id
 
 if TYPE_CHECKING:
@@ -28,13 +28,21 @@ log = structlog.get_logger(__name__)
 RETRY_BASE_S = 1.0
 
 
-def consume(container: Container, policy: Policy, envelopes: Iterable[dict]) -> list[str]:
-    """Handle each event of the batch; returns the ids now recorded as done."""
+def consume(
+    container: Container, policy: Policy, envelopes: Iterable[dict], announce_end: bool = False
+) -> list[str]:
+    """Handle each event of the batch; returns the ids now recorded as done. With
+    `announce_end` (a worker's task), tell the relay the task is over: in the batch's last
+    transaction when it has one on the main database, else by a NOTIFY of its own."""
     events = _routed(policy, envelopes)
+    announced = False
     if not events:
+        if announce_end:
+            announce_done(container, policy.consumer)
         return []
     try:
-        _apply(container, policy, events)
+        _apply(container, policy, events, announce_end)
+        announced = announce_end and _done_with_effects(policy)
         applied = events
     except Exception as exc:  # noqa: BLE001 - find the bad event by applying them one by one
         log.info(
@@ -50,8 +58,23 @@ def consume(container: Container, policy: Policy, envelopes: Iterable[dict]) -> 
     if done and not _done_with_effects(policy):
         with container.main_session() as session:
             record_done(session, policy.consumer, done)
+            if announce_end:
+                announce_task_done(session, policy.consumer)
             session.commit()
+        announced = announce_end
+    if announce_end and not announced:
+        announce_done(container, policy.consumer)
     return done
+
+
+def announce_done(container: Container, consumer: str) -> None:
+    """Free the relay's slot for this consumer by a NOTIFY of its own; if this fails the slot
+    expires by itself."""
+    try:
+        with container.main_session(autocommit=True) as session:  # no BEGIN, no COMMIT
+            announce_task_done(session, consumer)
+    except Exception as exc:  # noqa: BLE001 - never fail a task that did its work
+        log.warning("relay.announce_failed", consumer=consumer, error=str(exc))
 
 
 def _done_with_effects(policy: Policy) -> bool:
@@ -73,7 +96,9 @@ def _routed(policy: Policy, envelopes: Iterable[dict]) -> list[Event]:
     return list(events.values())
 
 
-def _apply(container: Container, policy: Policy, events: list[Event]) -> None:
+def _apply(
+    container: Container, policy: Policy, events: list[Event], announce_end: bool = False
+) -> None:
     ids = [event.event_id for event in events]
     with getattr(container, policy.unit_of_work)() as uow:
         fresh = claim_all(uow.session, policy.bind, policy.consumer, ids)
@@ -82,6 +107,8 @@ def _apply(container: Container, policy: Policy, events: list[Event]) -> None:
             policy.handle(container, uow, todo)
         if _done_with_effects(policy):
             record_done(uow.session, policy.consumer, ids)
+            if announce_end:  # the task's last commit: its NOTIFY goes out with it
+                announce_task_done(uow.session, policy.consumer)
         uow.commit()
     duplicate = len(events) - len(todo)
     _count(policy, handled=len(todo), duplicate=duplicate)

@@ -10,6 +10,7 @@ from datetime import date, timedelta
 
 import redis
 from celery import Celery
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
 from app.evaluation.handlers import finalize_evaluation
@@ -18,12 +19,12 @@ from app.learning.handlers import RegisterManager, register_manager
 from app.mypage.model import MyPageRow
 from app.orders import handlers
 from app.policies import BY_CONSUMER
-from app.shared.consumer import consume
+from app.shared.consumer import announce_done, consume
 from app.shared.db import utcnow
 from app.shared.outbox import Delivery, OutboxEvent, claim_due
 from tests.conftest import REDIS_URL
 from tests.helpers import random_course_no, random_phone
-from workers.consumers import announce_done
+from tests.integration.test_consumers import envelopes
 from workers.relay import InFlight, Waker, relay_once
 
 
@@ -185,6 +186,38 @@ def test_a_commit_whose_copies_are_all_deferred_wakes_the_relay_for_no_consumer(
         # OrderCompleted's copies wait behind the score chain: nothing to look for now.
         assert waker.wait(block=True, timeout=2)[0] == set()
     finally:
+        waker.close()
+
+
+def test_a_consumer_task_tells_the_relay_it_ended_in_its_last_commit(committing_container):
+    c = committing_container
+    made = orders(c, 2)
+    ordered = [envelopes(c, o.order_no)[0] for o in made]
+    checkouts = []
+
+    def counted(*_args):
+        checkouts.append(1)
+
+    sqlalchemy_event.listen(c.db.engine("main"), "checkout", counted)
+    waker = Waker(c)
+    try:
+        consume(c, BY_CONSUMER["mypage.project"], ordered[:1])
+        alone = len(checkouts)
+        # As a worker's task calls it: the same work, and the NOTIFY rides its transaction.
+        consume(c, BY_CONSUMER["mypage.project"], ordered[1:], announce_end=True)
+        assert len(checkouts) == 2 * alone
+        # A policy that sends after its commit tells the relay when it records DONE.
+        consume(c, BY_CONSUMER["notification.send_sms"], ordered, announce_end=True)
+        consume(c, BY_CONSUMER["learning.open_learning"], [], announce_end=True)
+        ended = Counter()
+        deadline = time.monotonic() + 5
+        while sum(ended.values()) < 3 and time.monotonic() < deadline:
+            ended.update(waker.wait(block=True)[1])
+        assert ended == Counter(
+            {"mypage.project": 1, "notification.send_sms": 1, "learning.open_learning": 1}
+        )
+    finally:
+        sqlalchemy_event.remove(c.db.engine("main"), "checkout", counted)
         waker.close()
 
 
