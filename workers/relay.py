@@ -179,9 +179,8 @@ class Waker:
             if notify.payload.startswith(TASK_DONE):
                 ended[notify.payload.removeprefix(TASK_DONE)] += 1
             elif notify.payload.startswith(NEW_WORK):
-                # Empty when all its deliveries are deferred: the sweep finds them when due.
-                named = notify.payload.removeprefix(NEW_WORK)
-                new_work.update(named.split(",") if named else ())
+                names = notify.payload.removeprefix(NEW_WORK).split(",")
+                new_work.update(name for name in names if name)
         if block:  # then take the rest that came with it
             more_work, more_ended = self.wait(block=False)
             new_work |= more_work

@@ -48,7 +48,7 @@ TASK_DONE = "done:"
 
 
 def _new_work(consumers: Iterable[str]) -> str:
-    """Names the consumers with a delivery due now (a deferred one is found by the sweep)."""
+    """Names the consumers with a delivery due now; with none, no NOTIFY is sent."""
     return NEW_WORK + ",".join(sorted(set(consumers)))
 
 
@@ -239,16 +239,12 @@ class OutboxWriter:
         session.execute(insert(OutboxEvent), event_rows)
         if delivery_rows:
             session.execute(insert(Delivery), delivery_rows)
-        if on_postgresql(session):
+        due_now = [row["consumer"] for row in delivery_rows if row["next_attempt_at"] <= now]
+        if on_postgresql(session) and due_now:
             # NOTIFY is transactional: the relay hears it at commit, never for a rollback.
             session.execute(
                 text("SELECT pg_notify(:channel, :payload)"),
-                {
-                    "channel": NOTIFY_CHANNEL,
-                    "payload": _new_work(
-                        row["consumer"] for row in delivery_rows if row["next_attempt_at"] <= now
-                    ),
-                },
+                {"channel": NOTIFY_CHANNEL, "payload": _new_work(due_now)},
             )
 
     def _write_in_one_statement(
@@ -289,7 +285,7 @@ class OutboxWriter:
             event.sequence = by_id[event.event_id]
 
 
-_WRITE_EVENTS = """
+_WRITE_EVENTS = f"""
 input AS (
     SELECT * FROM unnest(
         CAST(:event_ids AS varchar[]), CAST(:types AS varchar[]), CAST(:order_nos AS varchar[]),
@@ -316,10 +312,12 @@ input AS (
         CAST(:d_due AS timestamptz[])
     ) AS d(event_id, consumer, due)
 ), woken AS (
-    SELECT pg_notify(:channel, :payload)
+    -- Only when a delivery is due now: a deferred one is found by the relay sweep.
+    SELECT CASE WHEN :payload <> '{NEW_WORK}' THEN pg_notify(:channel, :payload) END
 )
 SELECT ev.event_id, ev.sequence FROM ev CROSS JOIN woken
 """
+
 _WRITE_ALL = text("WITH " + _WRITE_EVENTS)
 
 
