@@ -19,10 +19,10 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY . .
 RUN pip install --no-cache-dir . \
-    # Files read from the working directory at run time (Alembic's migrations, the Celery
-    # settings module) may not be part of the wheel: keep them beside the runtime's WORKDIR.
+    # Files read from the working directory at run time (Alembic's migrations, the Celery and
+    # gunicorn settings) may not be part of the wheel: keep them beside the runtime's WORKDIR.
     && mkdir -p /runtime \
-    && for f in alembic.ini celeryconfig.py migrations; do \
+    && for f in alembic.ini celeryconfig.py gunicorn.conf.py migrations; do \
          if [ -e "$f" ]; then cp -r "$f" /runtime/; fi; \
        done \
     && find /opt/venv /runtime -name '__pycache__' -prune -exec rm -rf {} +

@@ -48,11 +48,13 @@ def relay() -> None:
     """Run the outbox relay until SIGTERM/SIGINT."""
     from app.bootstrap import container
     from app.logging import configure_logging
+    from app.process import freeze_startup_heap
     from workers.celery_app import app as celery
     from workers.relay import run_relay
 
     settings = _settings()
     configure_logging(settings.log_level)
+    freeze_startup_heap()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -19,6 +19,7 @@ from celery.signals import (
 from app.bootstrap import container
 from app.logging import configure_logging
 from app.observability import record_task
+from app.process import freeze_startup_heap
 
 
 def create_celery() -> Celery:
@@ -50,12 +51,14 @@ def _load_database_drivers(**_kwargs) -> None:
     db = container().db
     for bind in ("main", "notification"):
         db.engine(bind)
+    freeze_startup_heap()  # before the fork: the children inherit it frozen
 
 
 @worker_process_init.connect
 def _fresh_connections(**_kwargs) -> None:
     # Pooled connections opened before the fork belong to the parent.
     container().db.dispose()
+    freeze_startup_heap()
 
 
 @setup_logging.connect

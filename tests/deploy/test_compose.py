@@ -312,6 +312,8 @@ def test_given_the_dockerfile_then_it_builds_a_small_non_root_gunicorn_image():
         image in ("${PYTHON_IMAGE}", "python:3.11-slim") for image, _ in stages
     )
     assert "pip install --no-cache-dir ." in text
+    # Read from the working directory at run time: copied beside it.
+    assert re.search(r"for f in .*\bceleryconfig\.py\b.*\bgunicorn\.conf\.py\b", text)
     assert re.search(r"^COPY --from=builder /opt/venv", text, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert cmd and problems_with_command(json.loads(cmd.group(1))) == []
