@@ -99,6 +99,26 @@ class Databases:
         return psycopg.connect(self.url(name), autocommit=True)
 
 
+# The PostgreSQL settings the figures depend on. Autovacuum in particular: off, nothing analyzes
+# or vacuums the tables during a run.
+SERVER_SETTINGS = (
+    "server_version",
+    "autovacuum",
+    "shared_buffers",
+    "synchronous_commit",
+    "max_connections",
+)
+
+
+def postgres_settings() -> dict[str, str]:
+    with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s)",
+            (list(SERVER_SETTINGS),),
+        )
+        return dict(sorted(rows))
+
+
 def system_env(dbs: Databases, var_dir: Path, extra: dict[str, str] | None = None) -> dict:
     """The environment every process of the system gets (production mode: PostgreSQL, Redis)."""
     env = dict(os.environ)
