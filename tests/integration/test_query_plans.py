@@ -1,5 +1,5 @@
-"""The app's PostgreSQL connections plan each execution: a table that grew since a statement
-was first prepared, with no ANALYZE since (autovacuum off, or not yet come), keeps its index."""
+"""The app's batch reads are planned at each execution: a table that grew since the read was
+first run, with no ANALYZE since (autovacuum off, or not yet come), keeps its index."""
 
 from __future__ import annotations
 
