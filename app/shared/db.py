@@ -82,11 +82,12 @@ def make_engine(url: str) -> Engine:
     # drops the whole pool, the API answers that one request 503 with Retry-After, and tasks
     # retry (the score chain) or split and redo their batch (consumers).
     engine = create_engine(url, pool_size=5, max_overflow=10)
-    _plan_each_execution(engine)
+    if engine.dialect.driver == "psycopg":  # the shipped driver; its execute() takes `prepare`
+        _plan_batch_reads_each_execution(engine)
     return engine
 
 
-def _plan_each_execution(engine: Engine) -> None:
+def _plan_batch_reads_each_execution(engine: Engine) -> None:
     # psycopg prepares a statement on its 5th use, and PostgreSQL then keeps one generic plan for
     # it until the table's statistics change. Made while a table was still small, the plan of
     # a batch read (`order_no = ANY($1)`: learnings, evaluations, My page rows, deliveries) is a
@@ -186,8 +187,8 @@ def on_postgresql(session: Session) -> bool:
 
 def among(session: Session, column, values: list) -> ColumnElement[bool]:
     """`column IN (values)`, with the values as one array parameter on PostgreSQL: the SQL
-    text is then the same whatever their number, so the driver parses it once (an IN list
-    makes a new statement for every batch size)."""
+    text is then the same whatever their number (an IN list makes a new statement for every
+    batch size). PostgreSQL plans it at each execution (`_plan_batch_reads_each_execution`)."""
     if on_postgresql(session):
         return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
     return column.in_(list(values))
