@@ -87,6 +87,10 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+# How `among()` renders on PostgreSQL: `column = ANY (%(param)s::TYPE[])`.
+BATCH_LOOKUP = " = ANY ("
+
+
 def _plan_batch_reads_each_execution(engine: Engine) -> None:
     # psycopg prepares a statement on its 5th use, and PostgreSQL then keeps one generic plan for
     # it until the table's statistics change. Made while a table was still small, the plan of
@@ -102,10 +106,6 @@ def _plan_batch_reads_each_execution(engine: Engine) -> None:
             cursor.execute(statement, parameters, prepare=False)
             return True
         return None
-
-
-# How `among()` renders on PostgreSQL: `column = ANY (%(param)s::TYPE[])`.
-BATCH_LOOKUP = " = ANY ("
 
 
 def _serialize_sqlite_writers(engine: Engine) -> None:
