@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import select
 
 from app.mypage.model import MyPageRow
-from app.shared.db import among, insert_missing
+from app.shared.db import among, insert_missing, update_rows
 from app.shared.events import Event, EventType
 from app.shared.uow import UnitOfWork
 
 E = EventType
+_TABLE = MyPageRow.__table__
 
 # For each event, the parts of the row it sets. A part is applied only if the event's sequence
 # is newer than the one that last set that part, so any arrival order converges.
@@ -41,8 +43,8 @@ _CHANGES: dict[EventType, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
-def apply(row: MyPageRow, event: Event) -> None:
-    """Fold one event into the row (pure: no I/O)."""
+def apply(row: MyPageRow | SimpleNamespace, event: Event) -> None:
+    """Fold one event into the row, an entity or plain values (pure: no I/O)."""
     p = event.payload
     if event.event_type == E.COURSE_ORDERED:
         # Facts fixed at order time: every copy carries the same values, in any order.
@@ -69,29 +71,29 @@ def apply(row: MyPageRow, event: Event) -> None:
 
 
 def project(uow: UnitOfWork, events: list[Event]) -> None:
-    """Policy: fold each event into its order's row, in two statements for the whole batch
-    besides the updates: create the missing rows, then lock them all."""
+    """Policy: fold each event into its order's row, in three statements for the whole batch:
+    create the missing rows, lock and read them all, write back those that changed. The rows
+    are plain values, not entities: the ORM's flush would write them one statement each."""
     phones = {event.order_no: event.payload["phone"] for event in events if event.order_no}
     if not phones:
         return  # an event of no order has no row
     # In order_no order, so that two batches lock the rows they share in one order.
     order_nos = sorted(phones)
     session = uow.session
-    insert_missing(
-        session, MyPageRow.__table__, [_empty(order_no, phones[order_no]) for order_no in order_nos]
-    )
-    rows = {
-        row.order_no: row
-        for row in session.execute(
-            select(MyPageRow)
-            .where(among(session, MyPageRow.order_no, order_nos))
-            .order_by(MyPageRow.order_no)
-            .with_for_update()
-        ).scalars()
-    }
+    insert_missing(session, _TABLE, [_empty(order_no, phones[order_no]) for order_no in order_nos])
+    read = session.execute(
+        select(_TABLE)
+        .where(among(session, _TABLE.c.order_no, order_nos))
+        .order_by(_TABLE.c.order_no)
+        .with_for_update()
+    ).mappings()
+    rows = {values["order_no"]: SimpleNamespace(**values) for values in read}
+    stored = {order_no: dict(vars(row)) for order_no, row in rows.items()}
     for event in events:
         if event.order_no:
             apply(rows[event.order_no], event)
+    changed = [vars(row) for order_no, row in rows.items() if vars(row) != stored[order_no]]
+    update_rows(session, _TABLE, "order_no", changed)
 
 
 def _empty(order_no: str, phone: str) -> dict[str, Any]:

@@ -19,8 +19,10 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -203,19 +205,79 @@ def insert_missing(session: Session, table: Table, rows: list[dict]) -> None:
         return
     names = tuple(rows[0])
     if on_postgresql(session):
-        session.execute(_unnest_insert(table, names), {n: [row[n] for row in rows] for n in names})
+        session.execute(_unnest_insert(table, names, "ON CONFLICT DO NOTHING"), _arrays(rows))
     else:
         session.execute(sqlite.insert(table).values(rows).on_conflict_do_nothing())
 
 
+def insert_rows(session: Session, table: Table, rows: list[dict], returning: tuple[str, ...]):
+    """Insert the rows (all with the same keys) in one statement, as insert_missing does but
+    refusing a duplicate, and return the `returning` columns of each (their new ids)."""
+    if not rows:
+        return []
+    names = tuple(rows[0])
+    if on_postgresql(session):
+        tail = f"RETURNING {', '.join(returning)}"
+        return session.execute(_unnest_insert(table, names, tail), _arrays(rows)).all()
+    return session.execute(
+        insert(table).values(rows).returning(*(table.c[n] for n in returning))
+    ).all()
+
+
+def column_values(entity: object) -> dict:
+    """An entity's column values by name, but for its autoincrement key (the database's)."""
+    table = entity.__table__
+    return {
+        column.key: getattr(entity, column.key)
+        for column in table.columns
+        if column is not table.autoincrement_column
+    }
+
+
+def update_rows(session: Session, table: Table, key: str, rows: list[dict]) -> None:
+    """Write these rows back (all with the same keys, `key` among them) over the stored rows
+    with the same `key`. On PostgreSQL that is one statement for the whole batch, each column
+    one array; the ORM's flush sends one UPDATE per row, and PostgreSQL executes each."""
+    if not rows:
+        return
+    names = tuple(rows[0])
+    if on_postgresql(session):
+        session.execute(_unnest_update(table, key, names), _arrays(rows))
+    else:
+        where = table.c[key] == bindparam(f"_{key}")
+        values = {n: bindparam(n, type_=table.c[n].type) for n in names if n != key}
+        session.execute(
+            update(table).where(where).values(values), [{**r, f"_{key}": r[key]} for r in rows]
+        )
+
+
+def _arrays(rows: list[dict]) -> dict[str, list]:
+    return {name: [row[name] for row in rows] for name in rows[0]}
+
+
 @cache
-def _unnest_insert(table: Table, names: tuple[str, ...]) -> TextClause:
+def _unnest_insert(table: Table, names: tuple[str, ...], tail: str) -> TextClause:
+    return text(
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM {_unnest(table, names)} "
+        + tail
+    )
+
+
+@cache
+def _unnest_update(table: Table, key: str, names: tuple[str, ...]) -> TextClause:
+    sets = ", ".join(f"{n} = v.{n}" for n in names if n != key)
+    return text(
+        f"UPDATE {table.name} AS t SET {sets} FROM {_unnest(table, names)} "
+        f"AS v({', '.join(names)}) WHERE t.{key} = v.{key}"
+    )
+
+
+def _unnest(table: Table, names: tuple[str, ...]) -> str:
+    """`unnest(...)` of one typed array parameter per column: the same SQL text for any
+    number of rows."""
     dialect = postgresql.dialect()
     arrays = ", ".join(f"CAST(:{n} AS {table.c[n].type.compile(dialect)}[])" for n in names)
-    return text(
-        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "
-        "ON CONFLICT DO NOTHING"
-    )
+    return f"unnest({arrays})"
 
 
 def where_given(stmt: Select, *conditions: tuple) -> Select:

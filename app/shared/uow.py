@@ -9,7 +9,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from app.shared.db import autocommits
+from app.shared.db import autocommits, column_values
 from app.shared.events import RAISED, Aggregate, Event
 from app.shared.outbox import OutboxWriter, RowWrite
 
@@ -58,6 +58,10 @@ class UnitOfWork:
         """An event that belongs to no aggregate (e.g. a manager registered)."""
         self._events.append(event)
 
+    def raise_events_of(self, aggregate: Aggregate) -> None:
+        """The events of an aggregate written outside the session (by a Core statement)."""
+        self._events.extend(aggregate.take_events())
+
     def commit(self) -> list[Event]:
         """Commit the changes and the events they raised, atomically. Returns the events."""
         self._refuse_several_statements_without_transaction()
@@ -73,7 +77,7 @@ class UnitOfWork:
         deliveries are one statement. The object stays outside the session: nothing is read
         back, not even its id."""
         events = [*self._collect_events(), *aggregate.take_events()]
-        self._write_out(events, RowWrite(aggregate.__table__, _column_values(aggregate)))
+        self._write_out(events, RowWrite(aggregate.__table__, column_values(aggregate)))
         self.session.commit()
         return events
 
@@ -137,16 +141,6 @@ class UnitOfWork:
         events, self._events = self._events, []
         self._stamped = 0
         return events
-
-
-def _column_values(aggregate: Aggregate) -> dict:
-    # The autoincrement key is left to the database.
-    table = aggregate.__table__
-    return {
-        column.key: getattr(aggregate, column.key)
-        for column in table.columns
-        if column is not table.autoincrement_column
-    }
 
 
 def each_correlated(uow: UnitOfWork, events: Iterable[Event]) -> Iterator[Event]:
