@@ -133,21 +133,20 @@ def finalize_evaluation(uow: EvaluationUnitOfWork, evaluation_id: int, score: in
 
 def open_evaluations(uow: EvaluationUnitOfWork, events: list[Event]) -> None:
     """On LearningStarted; a cancelled tombstone or an earlier copy stays as it is."""
-    known = uow.evaluations.opened_for(_orders_of(events))
+    opened = {}
     for event in events:
-        if event.order_no in known:
-            continue
-        known.add(event.order_no)
         p = event.payload
-        uow.evaluations.add(
+        opened.setdefault(
+            event.order_no,
             Evaluation.open(
                 event.order_no,
                 p.get("learning_id"),
                 p.get("phone"),
                 p.get("course_no"),
                 p.get("manager_id"),
-            )
+            ),
         )
+    uow.evaluations.add_missing(list(opened.values()))
 
 
 def cancel_evaluation(uow: EvaluationUnitOfWork, event: Event) -> None:

@@ -6,7 +6,7 @@ from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session, joinedload, lazyload
 
 from app.evaluation.model import Evaluation, EvaluationStatus
-from app.shared.db import among, paged, where_given
+from app.shared.db import among, column_values, insert_missing, paged, where_given
 
 _evaluations = Evaluation.__table__.c
 _STATE_OF = select(
@@ -24,6 +24,12 @@ class EvaluationRepository:
 
     def add(self, evaluation: Evaluation) -> None:
         self.session.add(evaluation)
+
+    def add_missing(self, evaluations: list[Evaluation]) -> None:
+        """Store those of these new evaluations whose order has none yet (nor a tombstone), in
+        one statement; the ORM's flush would send a new, long INSERT for every batch size."""
+        rows = [column_values(evaluation) for evaluation in evaluations]
+        insert_missing(self.session, Evaluation.__table__, rows)
 
     def get(
         self, evaluation_id: int, for_update: bool = False, records: bool = True
@@ -44,16 +50,6 @@ class EvaluationRepository:
         """What the final score decides on (id, order_no, manager_id, status, final_score), as
         a plain row: it is read on every final, and an entity costs the ORM's loading."""
         return self.session.execute(_STATE_OF, {"evaluation_id": evaluation_id}).one_or_none()
-
-    def opened_for(self, order_nos: list[str]) -> set[str]:
-        """Which of these orders have an evaluation (or a tombstone) already."""
-        return set(
-            self.session.execute(
-                select(Evaluation.order_no).where(
-                    among(self.session, Evaluation.order_no, order_nos)
-                )
-            ).scalars()
-        )
 
     def in_progress_for(self, order_nos: list[str]) -> list[Evaluation]:
         """These orders' evaluations still IN_PROGRESS, locked in order_no order, without

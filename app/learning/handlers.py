@@ -105,7 +105,7 @@ def open_learnings(uow: LearningUnitOfWork, events: list[Event]) -> None:
     An order with a learning already (opened, or cancelled before it could open) gets nothing."""
     known = uow.learnings.opened_for([e.order_no for e in events])
     load = ManagerLoad(uow.managers)
-    started = {}
+    opened, started = [], {}
     for event in events:
         p = event.payload
         if p["order_no"] in known:
@@ -115,12 +115,14 @@ def open_learnings(uow: LearningUnitOfWork, events: list[Event]) -> None:
         # Started before it is stored: one INSERT, no UPDATE after it. No manager: it waits.
         if load.start(learning, announce=False):
             started[event.event_id] = learning
-        uow.learnings.add(learning)
-    if not started:
+        opened.append(learning)
+    if not opened:
         return
-    uow.session.flush()  # the learning ids go into LearningStarted
+    uow.learnings.insert(opened)  # the learning ids go into LearningStarted
     for event in each_correlated(uow, [e for e in events if e.event_id in started]):
-        started[event.event_id].announce_started()
+        learning = started[event.event_id]
+        learning.announce_started()
+        uow.raise_events_of(learning)  # it is not in the session, where they are looked for
     load.save()
 
 

@@ -4,6 +4,7 @@ from datetime import date
 
 from sqlalchemy import select
 
+from app.evaluation.model import Evaluation
 from app.learning.handlers import RegisterManager, register_manager
 from app.learning.model import Learning, LearningStatus
 from app.mypage.model import MyPageRow
@@ -65,6 +66,31 @@ def test_given_course_ordered_delivered_twice_then_one_learning_and_one_start_ev
     assert [x.status for x in learnings] == [LearningStatus.STARTED]
     assert len(envelopes(container, order.order_no, "LearningStarted")) == 1
     assert delivery(container, ordered["event_id"], policy.consumer).status == DeliveryStatus.DONE
+
+
+def test_given_learning_started_delivered_twice_then_one_evaluation_with_the_learnings_facts(
+    container,
+):
+    register_manager(container.learning_uow(), RegisterManager("윤매니저", "010-9999-0004"))
+    orders = [an_order(container) for _ in range(2)]
+    open_learning = BY_CONSUMER["learning.open_learning"]
+    for order in orders:
+        consume(container, open_learning, envelopes(container, order.order_no))
+    started = [envelopes(container, o.order_no, "LearningStarted")[0] for o in orders]
+    policy = BY_CONSUMER["evaluation.open_evaluation"]
+    consume(container, policy, [started[1], started[0], started[1]])
+    consume(container, policy, started)
+    with container.main_session() as session:
+        evaluations = session.execute(
+            select(Evaluation)
+            .where(Evaluation.order_no.in_([o.order_no for o in orders]))
+            .order_by(Evaluation.order_no)
+        ).scalars()
+        opened = [(e.order_no, e.status, e.learning_id, e.phone) for e in evaluations]
+    by_order = {e["order_no"]: e["payload"] for e in started}
+    assert opened == sorted(
+        (o, "IN_PROGRESS", by_order[o]["learning_id"], by_order[o]["phone"]) for o in by_order
+    )
 
 
 def test_given_each_event_delivered_twice_then_one_sms_per_event_and_phone(container):

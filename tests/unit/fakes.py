@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from app.notification.senders import Outgoing
 from app.orders.model import OrderStatus
 from app.shared.events import Aggregate, Event
+from app.shared.uow import correlation_id
 
 _ids = itertools.count(1)
 
@@ -41,6 +42,11 @@ class FakeUnitOfWork:
 
     def raise_event(self, event: Event) -> None:
         self.events.append(event)
+
+    def raise_events_of(self, aggregate) -> None:
+        for event in aggregate.take_events():  # stamped as the real one's stamp_raised does
+            event.correlation_id = event.correlation_id or correlation_id.get()
+            self.events.append(event)
 
     def stamp_raised(self, cid):
         for obj in self._seen:
@@ -161,6 +167,11 @@ class FakeLearnings:
 
     def opened_for(self, order_nos):
         return {x.order_no for x in self.items if x.order_no in order_nos}
+
+    def insert(self, learnings):
+        for learning in learnings:  # stored at once, outside the unit of work's session
+            learning.id = next(_ids)
+            self.items.append(learning)
 
 
 class FakeLearningUnitOfWork(FakeUnitOfWork):
