@@ -41,17 +41,22 @@ class CeleryScoreChain:
         # Messages not started by then are discarded by the workers (and the steps check
         # the deadline themselves, whatever the clock of the broker).
         expires = datetime.now(UTC) + timedelta(seconds=self.timeout_s)
+        # The reprs (what monitors show of the arguments) are given, not made by Celery's
+        # saferepr, here and in the worker that sends the second step.
+        kwargs = {"order_no": order_no, "evaluation_id": evaluation_id, "score": score}
         chain = self.celery.signature(
             "orders.register_score",
             queue="orders",
             expires=expires,
-            kwargs={
-                "order_no": order_no,
-                "evaluation_id": evaluation_id,
-                "score": score,
-                "deadline": deadline,
-            },
-        ) | self.celery.signature("evaluation.finalize", queue="evaluation", expires=expires)
+            kwargs={**kwargs, "deadline": deadline},
+            kwargsrepr=repr(kwargs),
+        ) | self.celery.signature(
+            "evaluation.finalize",
+            queue="evaluation",
+            expires=expires,
+            argsrepr="(the order step's answer,)",
+            kwargsrepr="{}",
+        )
         result = chain.apply_async()
         timed_out = False
         try:
