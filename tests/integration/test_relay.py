@@ -132,12 +132,15 @@ def learning_batches(fake_celery) -> list[list[str]]:
 
 
 def test_given_a_task_in_flight_then_the_next_events_wait_and_go_together_when_it_ends(
-    container, fake_celery
+    container, fake_celery, monkeypatch
 ):
+    clock = Clock()
+    monkeypatch.setattr(relay_module, "time", clock)
     in_flight = InFlight(per_consumer=1, expire_s=60)
     first = orders(container, 1)
     relay_once(container, fake_celery, in_flight)
     later = orders(container, 3)
+    clock.now += 1  # past any gathering moment: only the slots hold the events back
     assert relay_once(container, fake_celery, in_flight) == 0  # every consumer's slot is taken
 
     in_flight.heard({"learning.open_learning"}, Counter({"learning.open_learning": 1}))
@@ -288,9 +291,11 @@ def sent_to(fake_celery, name) -> list[int]:
     return [len(events) for task, _, events in fake_celery.sent if task == name]
 
 
-def test_a_consumer_off_the_way_to_my_page_gathers_its_next_batch_for_a_moment(
-    container, fake_celery
+def test_a_consumer_off_the_way_to_my_page_gathers_its_next_batch_for_longer(
+    container, fake_celery, monkeypatch
 ):
+    clock = Clock()
+    monkeypatch.setattr(relay_module, "time", clock)
     in_flight = InFlight(per_consumer=1, expire_s=60)
     orders(container, 1)
     relay_once(container, fake_celery, in_flight)
@@ -299,13 +304,17 @@ def test_a_consumer_off_the_way_to_my_page_gathers_its_next_batch_for_a_moment(
     fake_celery.sent.clear()
 
     relay_once(container, fake_celery, in_flight)
-    # The learning goes at once; the SMS waits a moment to gather more.
+    assert fake_celery.sent == []  # each gathers for a moment after its last task
+    learning = BY_CONSUMER["learning.open_learning"].gather_s
+    assert 0 < in_flight.wake_in() <= learning  # the relay wakes up for the first of them
+
+    clock.now += learning
+    relay_once(container, fake_celery, in_flight)
+    # The learning goes after a moment; the SMS, off the student's way, gathers for longer.
     assert sent_to(fake_celery, "learning.open_learning") == [2]
     assert sent_to(fake_celery, "notification.send_sms") == []
-    gather = BY_CONSUMER["notification.send_sms"].gather_s
-    assert 0 < in_flight.wake_in() <= gather  # the relay wakes up for it
 
-    time.sleep(gather + 0.05)
+    clock.now += BY_CONSUMER["notification.send_sms"].gather_s
     relay_once(container, fake_celery, in_flight)
     assert sent_to(fake_celery, "notification.send_sms") == [2]
 
