@@ -87,14 +87,13 @@ def make_engine(url: str, autocommit: bool = False) -> Engine:
     # database restart the first use of a pooled connection fails instead; SQLAlchemy then
     # drops the whole pool, the API answers that one request 503 with Retry-After, and tasks
     # retry (the score chain) or split and redo their batch (consumers).
+    # With `autocommit`, a pool of its own whose connections stay in autocommit. Switching the
+    # connections of the transactional pool at every checkout and back at every checkin (an
+    # isolation level execution option) cost about 5% of the API's CPU.
+    isolation = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    engine = create_engine(url, pool_size=5, max_overflow=10, **isolation)
     if autocommit:
-        # A pool of its own whose connections stay in autocommit. Switching the connections of
-        # the transactional pool at every checkout and back at every checkin (an isolation
-        # level execution option) cost about 5% of the API's CPU.
-        engine = create_engine(url, pool_size=5, max_overflow=10, isolation_level="AUTOCOMMIT")
         engine = engine.execution_options(**{AUTOCOMMIT_POOL: True})
-    else:
-        engine = create_engine(url, pool_size=5, max_overflow=10)
     if engine.dialect.driver == "psycopg":  # the shipped driver; its execute() takes `prepare`
         _plan_batch_reads_each_execution(engine)
     return engine
@@ -147,17 +146,22 @@ class Database:
         self.main_url = main_url
         self.notification_url = notification_url
         self._engines: dict[str, Engine] = {}
+        self._autocommit_engines: dict[str, Engine] = {}  # PostgreSQL only
         self._factories: dict[str, sessionmaker[Session]] = {}
         self._autocommit_factories: dict[str, sessionmaker[Session]] = {}
 
-    def engine(self, bind: str = "main") -> Engine:
+    def engine(self, bind: str = "main", autocommit: bool = False) -> Engine:
+        """The database's engine; with `autocommit`, the one of its autocommit pool where it
+        has one (PostgreSQL), else the same."""
         if bind not in self._engines:
             url = self.main_url if bind == "main" else self.notification_url
             engine = self._engines[bind] = make_engine(url)
             self._factories[bind] = sessionmaker(engine, expire_on_commit=False)
             if engine.dialect.name == "postgresql":
-                autocommit = self._engines[f"{bind}:autocommit"] = make_engine(url, True)
-                self._autocommit_factories[bind] = sessionmaker(autocommit, expire_on_commit=False)
+                pool = self._autocommit_engines[bind] = make_engine(url, autocommit=True)
+                self._autocommit_factories[bind] = sessionmaker(pool, expire_on_commit=False)
+        if autocommit:
+            return self._autocommit_engines.get(bind, self._engines[bind])
         return self._engines[bind]
 
     def session(self, bind: str = "main", autocommit: bool = False) -> Session:
@@ -172,6 +176,8 @@ class Database:
         """For tests: sessions join `connection`'s transaction through savepoints, so that all
         a test wrote is rolled back at its end."""
         self._engines[bind] = connection.engine
+        if (pool := self._autocommit_engines.pop(bind, None)) is not None:
+            pool.dispose()  # its sessions would not see the test's transaction
         self._autocommit_factories.pop(bind, None)
         self._factories[bind] = sessionmaker(
             bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
@@ -179,9 +185,10 @@ class Database:
 
     def dispose(self) -> None:
         """Drop pooled connections, e.g. in a forked worker child (they belong to the parent)."""
-        for engine in self._engines.values():
+        for engine in (*self._engines.values(), *self._autocommit_engines.values()):
             engine.dispose(close=False)
         self._engines.clear()
+        self._autocommit_engines.clear()
         self._factories.clear()
         self._autocommit_factories.clear()
 

@@ -15,7 +15,7 @@ def test_given_both_kinds_of_session_then_no_connection_changes_its_isolation(
     db = Database(it_settings.database_url, it_settings.notification_database_url)
     switched = []
     try:
-        for engine in (db.engine("main"), db.engine("main:autocommit")):
+        for engine in (db.engine("main"), db.engine("main", autocommit=True)):
             real = engine.dialect.set_isolation_level
 
             def counting(dbapi_connection, level, real=real):
