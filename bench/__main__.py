@@ -86,7 +86,7 @@ PROFILES = {
     },
 }
 
-PHASES = ("hello", "noop", "mypage", "post", "sustained", "latency", "final")
+PHASES = ("hello", "noop", "mypage", "floor", "post", "sustained", "latency", "final")
 
 GOALS = {
     "e2e_orders_per_s": (">=", 300),
@@ -365,6 +365,8 @@ class Bench:
         self.setup_data()
         if "mypage" in want:
             self.phase_mypage("10k", self.p["mypage_small"])
+        if "floor" in want:
+            self.phase_floor()
         if "post" in want:
             self.phase_post()
         if self.args.drain:
@@ -608,6 +610,50 @@ class Bench:
         }
         log(f"  p99 {self.results[f'mypage_get_p99_ms_{label}']} ms, {total:,} rows")
 
+    def phase_floor(self) -> None:
+        """The order's SQL from a bare Flask view (bench/floor.py), as the POST phase loads the
+        API: what any implementation of POST /orders pays on this machine and stack."""
+        log("POST /orders floor (bare Flask, raw psycopg, the API's SQL)")
+        port = free_port()
+        proc = self.procs.gunicorn(
+            "floor", "bench.floor:create_app()", port, self.layout.api_workers
+        )
+        wait_http(f"http://127.0.0.1:{port}/health/live", process=proc)
+        base = f"http://127.0.0.1:{port}"
+        loadgen.run(Spec(base, "order", duration_s=2, phone_base=self.phones()))
+        r, cpu = self.measured(
+            "orders_floor",
+            lambda: loadgen.run(
+                Spec(base, "order", processes=self.p["clients"], duration_s=self.p["post_s"],
+                     phone_base=self.phones())
+            ),
+        )  # fmt: skip
+        self.procs.stop("floor")
+        ok = [s[1] for s in r.ok((201,))]
+        self.results["orders_floor_per_s"] = round(len(ok) / r.wall_s, 1)
+        self.results["orders_floor_p99_ms"] = ms(percentile(ok, 99))
+        self.details["orders_floor"] = {
+            "statuses": r.statuses(),
+            "cpu_ms_per_order": round(1000 * cpu["system"] / max(1, len(ok)), 2),
+            "servers_cpu_ms_per_order": {
+                k: round(1000 * v / max(1, len(ok)), 2) for k, v in cpu["servers"].items()
+            },
+        }
+        if not self.args.drain:
+            self.set_aside_deliveries()
+        log(f"  floor {self.results['orders_floor_per_s']}/s")
+
+    def set_aside_deliveries(self) -> None:
+        """The orders of the API-alone phases are not part of what follows: their events are
+        marked delivered."""
+        with self.dbs.connect() as conn:
+            conn.execute(
+                "UPDATE outbox_deliveries SET status = 'DONE', done_at = now() "
+                "WHERE status = 'PENDING'"
+            )
+            conn.execute("VACUUM ANALYZE outbox_deliveries")
+            conn.execute("VACUUM ANALYZE outbox_events")
+
     def phase_post(self) -> None:
         """The API alone (no relay, no workers), like the hello baseline."""
         log("POST /orders (the API alone)")
@@ -631,16 +677,8 @@ class Bench:
             "client_cpu_s": round(r.client_cpu_s, 2),
             "api_cpu_ms_per_order": round(1000 * cpu["system"] / max(1, len(ok)), 2),
         }
-        if self.args.drain:
-            return  # phase_drain() delivers them
-        # Those orders' events are not part of what follows: mark them delivered.
-        with self.dbs.connect() as conn:
-            conn.execute(
-                "UPDATE outbox_deliveries SET status = 'DONE', done_at = now() "
-                "WHERE status = 'PENDING'"
-            )
-            conn.execute("VACUUM ANALYZE outbox_deliveries")
-            conn.execute("VACUUM ANALYZE outbox_events")
+        if not self.args.drain:  # else phase_drain() delivers them
+            self.set_aside_deliveries()
         log(f"  {self.results['orders_post_per_s']}/s p99 {self.results['orders_post_p99_ms']} ms")
 
     def phase_drain(self) -> None:

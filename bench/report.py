@@ -15,6 +15,8 @@ def with_ratios(results: dict) -> dict:
     r = results
     ratios = {
         "orders_post_vs_hello": _ratio(r.get("orders_post_per_s"), r.get("hello_per_s")),
+        "orders_floor_vs_hello": _ratio(r.get("orders_floor_per_s"), r.get("hello_per_s")),
+        "orders_post_vs_floor": _ratio(r.get("orders_post_per_s"), r.get("orders_floor_per_s")),
         "orders_post_p50_vs_hello_p50": _ratio(r.get("orders_post_p50_ms"), r.get("hello_p50_ms")),
         "orders_post_p99_vs_hello_p99": _ratio(r.get("orders_post_p99_ms"), r.get("hello_p99_ms")),
         "e2e_vs_celery_noop": _ratio(r.get("e2e_orders_per_s"), r.get("celery_noop_per_s")),
@@ -63,6 +65,7 @@ ROWS = [
     # key, label, unit, ratio key
     ("hello_per_s", "hello-JSON (baseline)", "req/s", None),
     ("celery_noop_per_s", "Celery no-op (baseline)", "tasks/s", None),
+    ("orders_floor_per_s", "POST /orders floor (baseline)", "/s", "orders_floor_vs_hello"),
     ("orders_post_per_s", "POST /orders accepted", "/s", "orders_post_vs_hello"),
     ("orders_post_p50_ms", "POST /orders p50", "ms", "orders_post_p50_vs_hello_p50"),
     ("orders_post_p99_ms", "POST /orders p99", "ms", "orders_post_p99_vs_hello_p99"),
@@ -84,6 +87,7 @@ ROWS = [
 
 RATIO_LABELS = {
     "orders_post_vs_hello": "x hello rate",
+    "orders_floor_vs_hello": "x hello rate",
     "orders_post_p50_vs_hello_p50": "x hello p50",
     "orders_post_p99_vs_hello_p99": "x hello p99",
     "e2e_vs_celery_noop": "x no-op rate",
@@ -133,7 +137,7 @@ def table(document: dict) -> str:
         lines.append(
             f"{label:38} {_fmt(document.get(key)):>10} {unit:9} {_fmt(ratio):>8} "
             f"{RATIO_LABELS.get(ratio_key, ''):14} {goal.get('goal', ''):>10} "
-            f"{'' if met is None and not goal else ('yes' if met else 'NO'):>4}"
+            f"{'' if not goal else ('-' if met is None else ('yes' if met else 'NO')):>4}"
         )
     rss = document.get("peak_rss_mb", {})
     if rss:
