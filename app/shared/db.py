@@ -96,7 +96,20 @@ def make_engine(url: str, autocommit: bool = False) -> Engine:
         engine = engine.execution_options(**{AUTOCOMMIT_POOL: True})
     if engine.dialect.driver == "psycopg":  # the shipped driver; its execute() takes `prepare`
         _plan_batch_reads_each_execution(engine)
+        _send_lists_in_binary(engine)
     return engine
+
+
+def _send_lists_in_binary(engine: Engine) -> None:
+    # The batch statements pass each column as one array (`unnest`, `= ANY`). psycopg sends a
+    # list in text form unless told otherwise, and escapes each element with a regular
+    # expression in Python: 40 event ids cost about 100 us, 40 JSON payloads 350 us. In binary
+    # form the same lists cost 13-20 us. Lists were 6-12% of a worker's CPU.
+    from psycopg.types.array import ListBinaryDumper
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 
 # How `among()` renders on PostgreSQL: `column = ANY (%(param)s::TYPE[])`.

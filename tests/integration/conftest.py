@@ -5,12 +5,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine
 
 from app import create_app
 from app.bootstrap import Container
 from app.config import Settings
 from app.migrate import upgrade
+from app.shared.db import make_engine
 from tests.conftest import REDIS_URL, drop_database, fresh_database
 from tests.unit.fakes import FakeSender
 
@@ -54,9 +54,10 @@ def committing_settings(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def engines(it_settings):
+    # The engines the system makes (pool, statement hooks, parameter formats), not bare ones.
     made = {
-        "main": create_engine(it_settings.database_url),
-        "notification": create_engine(it_settings.notification_database_url),
+        "main": make_engine(it_settings.database_url),
+        "notification": make_engine(it_settings.notification_database_url),
     }
     yield made
     for engine in made.values():
