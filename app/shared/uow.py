@@ -16,6 +16,18 @@ from app.shared.outbox import OutboxWriter, RowWrite
 # The request id or the id carried by the event being handled; stamped on every event raised.
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 
+# The unit of work a session belongs to (in session.info).
+_UNIT_OF_WORK = "onlinestudy.unit_of_work"
+
+
+@sa_event.listens_for(Session, "before_flush")
+def _take_events_at_flush(session: Session, *_args) -> None:
+    # One listener for every session, rather than one added and removed by each unit of work:
+    # that pair cost about 3% of the API's CPU for an order.
+    uow = session.info.get(_UNIT_OF_WORK)
+    if uow is not None:
+        uow._take_events(session)
+
 
 class UnitOfWork:
     def __init__(self, session_factory: Callable[[], Session], outbox: OutboxWriter | None):
@@ -41,13 +53,13 @@ class UnitOfWork:
         self._stamped = 0
         # A flushed aggregate may be collected once its handler returns (the identity map is
         # weak), so events are taken at each flush, and at commit from session.info[RAISED].
-        sa_event.listen(self.session, "before_flush", self._take_events)
+        self.session.info[_UNIT_OF_WORK] = self
         return self
 
     def __exit__(self, *exc_info) -> None:
         # close() rolls back what was not committed and detaches the objects without expiring
         # them, so callers can still read what they loaded.
-        sa_event.remove(self.session, "before_flush", self._take_events)
+        self.session.info.pop(_UNIT_OF_WORK, None)
         self.session.close()
         self._statement_by_statement = False
 

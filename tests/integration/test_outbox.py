@@ -1,5 +1,6 @@
 """SPEC 5.1: a state change and its events commit together, or not at all."""
 
+import gc
 from datetime import date
 
 import pytest
@@ -7,7 +8,7 @@ from sqlalchemy import select
 
 from app.learning.handlers import RegisterManager, register_manager
 from app.orders import handlers
-from app.orders.model import Order
+from app.orders.model import Course, Order
 from app.policies import BY_CONSUMER
 from app.shared.consumer import consume
 from app.shared.errors import Conflict
@@ -166,3 +167,20 @@ def test_a_changed_aggregate_with_other_changes_beside_it_commits_them_all(conta
         "CourseOrdered",
         "CourseOrderCancelled",
     }
+
+
+def test_an_aggregate_flushed_and_then_let_go_before_the_commit_keeps_its_events(container):
+    """The session holds flushed objects weakly: a handler may flush a new aggregate (for its
+    id) and drop it before the unit of work commits. Its events are taken at the flush."""
+    course = Course(course_no=a_course(container), title="파이썬 입문", active=True)
+    uow = container.orders_uow()
+    with uow:
+        order = Order.place(course, random_phone(), date(2026, 12, 1), date(2027, 2, 28))
+        order_no = order.order_no
+        uow.add(order)
+        uow.session.flush()
+        del order
+        gc.collect()
+        assert not list(uow.session.identity_map.values())  # really let go
+        uow.commit()
+    assert [e.event_type for e in events_of(container, order_no)] == [EventType.COURSE_ORDERED]
