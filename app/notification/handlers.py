@@ -75,7 +75,7 @@ def send_pending_sms(
                 retry[message.event_id] = "not tried: the gateway was failing"
                 continue
             attempt = {
-                "sms_id": message.id,
+                "id": message.id,
                 "status": SmsStatus.PENDING,
                 "attempts": message.attempts + 1,
                 "provider_message_id": None,

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from app.notification.model import SmsMessage, SmsStatus
-from app.shared.db import among, insert_missing, paged, where_given
+from app.shared.db import among, insert_missing, paged, update_rows, where_given
 
 _SMS = SmsMessage.__table__
-
-# One send attempt's outcome, for a whole batch at once (executemany: one round trip).
-_RECORD_ATTEMPT = (
-    update(_SMS)
-    .where(_SMS.c.id == bindparam("sms_id"))
-    .values(
-        status=bindparam("status"),
-        attempts=bindparam("attempts"),
-        provider_message_id=bindparam("provider_message_id"),
-        last_error=bindparam("last_error"),
-        sent_at=bindparam("sent_at"),
-    )
-)
 
 
 class SmsRepository:
@@ -56,9 +43,9 @@ class SmsRepository:
         )
 
     def record_attempts(self, attempts: list[dict]) -> None:
-        """Each dict: sms_id, status, attempts, provider_message_id, last_error, sent_at."""
-        if attempts:
-            self.session.execute(_RECORD_ATTEMPT, attempts)
+        """Each dict: id, status, attempts, provider_message_id, last_error, sent_at. One
+        statement for the batch on PostgreSQL."""
+        update_rows(self.session, _SMS, "id", attempts)
 
     def list(
         self, phone: str | None, order_no: str | None, offset: int, limit: int

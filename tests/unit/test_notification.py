@@ -27,9 +27,9 @@ class FakeMessages:
     def record_attempts(self, attempts):
         by_id = {m.id: m for m in self.items}
         for attempt in attempts:
-            message = by_id[attempt["sms_id"]]
+            message = by_id[attempt["id"]]
             for name, value in attempt.items():
-                if name != "sms_id":
+                if name != "id":
                     setattr(message, name, value)
 
 
