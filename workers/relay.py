@@ -130,6 +130,7 @@ def relay_once(container: Container, celery: Celery, in_flight: InFlight | None 
                         # What Flower and the worker's log show of the task. Celery would
                         # otherwise saferepr() the whole batch on every publication.
                         kwargsrepr=f"{{'events': <{len(batch)} events>}}",
+                        argsrepr="()",
                         queue=policy.queue.value,
                         producer=producer,
                     )

@@ -49,6 +49,7 @@ class CeleryScoreChain:
             queue="orders",
             expires=expires,
             kwargs={**kwargs, "deadline": deadline},
+            argsrepr="()",
             kwargsrepr=repr(kwargs),
         ) | self.celery.signature(
             "evaluation.finalize",
