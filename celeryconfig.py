@@ -60,6 +60,10 @@ if _settings.embedded:
     # the file transport keeps fanning them out to a monitor's queue after it has gone, and
     # the folder would grow for ever. `onlinestudy flower` does not turn them on here.
 else:
+    if broker_url.startswith(("redis://", "rediss://")):
+        # kombu's Redis transport with one client per channel instead of one per publish and
+        # two per task received (workers/redis_broker.py).
+        broker_transport = "workers.redis_broker:Transport"
     broker_transport_options = {
         # Above the longest task, so Redis does not hand a running task to a second worker.
         # Lost messages do not wait for this: the outbox redelivers after REDELIVERY_TIMEOUT_S.
