@@ -131,6 +131,8 @@ def relay_once(container: Container, celery: Celery, in_flight: InFlight | None 
                         # otherwise saferepr() the whole batch on every publication.
                         kwargsrepr=f"{{'events': <{len(batch)} events>}}",
                         argsrepr="()",
+                        # Nobody reads it; else Celery subscribes to its result channel.
+                        ignore_result=True,
                         queue=policy.queue.value,
                         producer=producer,
                     )

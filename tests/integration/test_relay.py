@@ -84,6 +84,30 @@ def test_a_published_batch_shows_its_size_to_monitors_not_its_events(container):
     assert sorted(published) == sorted(o.order_no for o in made)
 
 
+def test_the_relay_asks_for_no_result_of_the_tasks_it_publishes(container):
+    # Nobody reads a consumer task's result. Asking for one made Celery subscribe the relay to
+    # its result channel (SUBSCRIBE, later UNSUBSCRIBE: two Redis round trips per task).
+    prefix = f"test-{uuid.uuid4().hex[:8]}-"
+    celery = Celery(broker=REDIS_URL, backend=REDIS_URL)
+    celery.conf.task_default_queue = prefix + "default"
+    broker = redis.Redis.from_url(REDIS_URL)
+    orders(container, 2)
+    queues = {p.queue.value: prefix + p.queue.value for p in BY_CONSUMER.values()}
+
+    def subscribes() -> int:
+        return broker.info("commandstats").get("cmdstat_subscribe", {}).get("calls", 0)
+
+    before = subscribes()
+    try:
+        with_prefixed_queues(container, celery, queues)
+        messages = [json.loads(m) for q in set(queues.values()) for m in broker.lrange(q, 0, -1)]
+    finally:
+        broker.delete(*queues.values())
+    assert len(messages) == 3  # one task for each consumer of CourseOrdered
+    assert subscribes() == before
+    assert all(m["headers"]["ignore_result"] for m in messages)  # nor does the worker store one
+
+
 def with_prefixed_queues(container, celery, queues):
     """relay_once, with each context's queue renamed so that no worker of this machine eats it."""
     send = celery.send_task
