@@ -407,14 +407,16 @@ class Bench:
 
     # --- baselines ----------------------------------------------------------------------
 
+    def start_baseline(self, name: str, target: str) -> str:
+        """A baseline app on gunicorn with the API's settings; returns its base URL."""
+        port = free_port()
+        proc = self.procs.gunicorn(name, target, port, self.layout.api_workers)
+        wait_http(f"http://127.0.0.1:{port}/health/live", process=proc)
+        return f"http://127.0.0.1:{port}"
+
     def phase_hello(self) -> None:
         log("hello-JSON baseline")
-        port = free_port()
-        proc = self.procs.gunicorn(
-            "hello", "bench.hello:create_app()", port, self.layout.api_workers
-        )
-        wait_http(f"http://127.0.0.1:{port}/health/live", process=proc)
-        base = f"http://127.0.0.1:{port}"
+        base = self.start_baseline("hello", "bench.hello:create_app()")
         loadgen.run(Spec(base, "get", processes=self.p["clients"], duration_s=1, paths=["/hello"]))
         r, _cpu = self.measured(
             "hello",
@@ -614,12 +616,7 @@ class Bench:
         """The order's SQL from a bare Flask view (bench/floor.py), as the POST phase loads the
         API: what any implementation of POST /orders pays on this machine and stack."""
         log("POST /orders floor (bare Flask, raw psycopg, the API's SQL)")
-        port = free_port()
-        proc = self.procs.gunicorn(
-            "floor", "bench.floor:create_app()", port, self.layout.api_workers
-        )
-        wait_http(f"http://127.0.0.1:{port}/health/live", process=proc)
-        base = f"http://127.0.0.1:{port}"
+        base = self.start_baseline("floor", "bench.floor:create_app()")
         loadgen.run(Spec(base, "order", duration_s=2, phone_base=self.phones()))
         r, cpu = self.measured(
             "orders_floor",
