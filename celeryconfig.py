@@ -48,6 +48,9 @@ worker_direct = True
 worker_send_task_events = False
 
 if _settings.embedded:
+    # kombu's filesystem transport, with each message renamed into the queue once written
+    # (workers/brokers.py): a worker could take a file still empty, and stop.
+    broker_transport = "workers.brokers:FileTransport"
     _broker_dir = _settings.var_dir / "broker"
     broker_transport_options = {
         "data_folder_in": str(_broker_dir),
@@ -62,8 +65,8 @@ if _settings.embedded:
 else:
     if broker_url.startswith(("redis://", "rediss://")):
         # kombu's Redis transport with one client per channel instead of one per publish and
-        # two per task received (workers/redis_broker.py).
-        broker_transport = "workers.redis_broker:Transport"
+        # two per task received (workers/brokers.py).
+        broker_transport = "workers.brokers:RedisTransport"
     broker_transport_options = {
         # Above the longest task, so Redis does not hand a running task to a second worker.
         # Lost messages do not wait for this: the outbox redelivers after REDELIVERY_TIMEOUT_S.
