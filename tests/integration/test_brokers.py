@@ -50,23 +50,33 @@ def test_on_redis_the_celery_app_uses_our_transport():
         assert isinstance(connection.transport, RedisTransport)
 
 
-def _file_broker(folder):
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
+def _file_broker(tmp_path):
+    """A filesystem broker whose messages go to tmp_path/queue; its control folder too is in
+    tmp_path (kombu's default is ./control, in whatever folder the tests run). Each test takes
+    a queue name of its own: kombu remembers what it declared for the rest of the process, and
+    would not write a second control folder's binding for the same name."""
+    (tmp_path / "queue").mkdir()
+    options = {
+        "data_folder_in": str(tmp_path / "queue"),
+        "data_folder_out": str(tmp_path / "queue"),
+        "control_folder": str(tmp_path / "control"),
+    }
     return Connection("filesystem://", transport=FileTransport, transport_options=options)
 
 
 def test_a_file_message_still_being_written_is_not_taken(tmp_path):
     # What a reader found while kombu wrote in place: the queue's file, still empty.
-    (tmp_path / "1_ab.test_file_broker.msg.part").write_bytes(b"")
     with _file_broker(tmp_path) as connection:
-        queue = connection.SimpleQueue("test_file_broker")
+        queued = tmp_path / "queue"
+        (queued / "1_ab.test_file_broker_partial.msg.part").write_bytes(b"")
+        queue = connection.SimpleQueue("test_file_broker_partial")
         with pytest.raises(queue.Empty):
             queue.get(block=False)
         queue.put({"n": 1})
         message = queue.get(block=False)
         message.ack()
         assert message.payload == {"n": 1}
-        assert os.listdir(tmp_path) == ["1_ab.test_file_broker.msg.part"]
+        assert os.listdir(queued) == ["1_ab.test_file_broker_partial.msg.part"]
         queue.close()
 
 
@@ -75,7 +85,7 @@ def test_a_file_message_is_renamed_into_the_queue_only_once_whole(tmp_path, monk
     real_replace = os.replace
 
     def replace(src, dst):
-        seen.append((sorted(os.listdir(tmp_path)), os.path.getsize(src)))
+        seen.append((sorted(os.listdir(tmp_path / "queue")), os.path.getsize(src)))
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
@@ -85,4 +95,4 @@ def test_a_file_message_is_renamed_into_the_queue_only_once_whole(tmp_path, monk
         queue.close()
     [(names, size)] = seen
     assert len(names) == 1 and names[0].endswith(".test_file_broker.msg.part") and size > 0
-    assert [n.endswith(".test_file_broker.msg") for n in os.listdir(tmp_path)] == [True]
+    assert [n.endswith(".test_file_broker.msg") for n in os.listdir(tmp_path / "queue")] == [True]
