@@ -613,8 +613,9 @@ class Bench:
         log(f"  p99 {self.results[f'mypage_get_p99_ms_{label}']} ms, {total:,} rows")
 
     def phase_floor(self) -> None:
-        """The order's SQL from a bare Flask view (bench/floor.py), as the POST phase loads the
-        API: what any implementation of POST /orders pays on this machine and stack."""
+        """The order's SQL from a bare Flask view (bench/floor.py), loaded as the POST phase
+        loads the API: what any implementation of POST /orders pays with these gunicorn
+        settings (the floor waits on its round trips: more workers would raise it)."""
         log("POST /orders floor (bare Flask, raw psycopg, the API's SQL)")
         base = self.start_baseline("floor", "bench.floor:create_app()")
         loadgen.run(Spec(base, "order", duration_s=2, phone_base=self.phones()))
