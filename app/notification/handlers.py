@@ -68,7 +68,8 @@ def send_pending_sms(
     )
     attempts = []
     with uow:
-        for message in uow.messages.pending_for_events([event.event_id for event in events]):
+        keys = [(event.event_id, event.payload.get("phone")) for event in events]
+        for message in uow.messages.pending_for(keys):
             if retry:
                 # The gateway just failed a whole round: the rest wait for their redelivery
                 # instead of each waiting out its own retries now.

@@ -6,7 +6,7 @@ from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from app.notification.model import SmsMessage, SmsStatus
-from app.shared.db import among, insert_missing, paged, update_rows, where_given
+from app.shared.db import among_keys, insert_missing, paged, update_rows, where_given
 
 _SMS = SmsMessage.__table__
 
@@ -19,9 +19,10 @@ class SmsRepository:
         """Store these PENDING messages, except those whose (event, phone) has one already."""
         insert_missing(self.session, _SMS, messages)
 
-    def pending_for_events(self, event_ids: list[str]) -> list[Row]:
-        """What a send needs of the events' PENDING messages, as rows (no ORM objects): locked
-        while sending, so two copies of one event never send one message twice."""
+    def pending_for(self, keys: list[tuple[str, str]]) -> list[Row]:
+        """What a send needs of the PENDING messages of these (event_id, phone) keys, as rows
+        (no ORM objects): locked while sending, so two copies of one event never send one
+        message twice."""
         return list(
             self.session.execute(
                 select(
@@ -34,7 +35,7 @@ class SmsRepository:
                     _SMS.c.last_error,
                 )
                 .where(
-                    among(self.session, _SMS.c.event_id, event_ids),
+                    among_keys(self.session, (_SMS.c.event_id, _SMS.c.phone), keys),
                     _SMS.c.status == SmsStatus.PENDING,
                 )
                 .order_by(_SMS.c.id)

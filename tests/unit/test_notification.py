@@ -21,8 +21,12 @@ class FakeMessages:
                 known.add((fields["event_id"], fields["phone"]))
                 self.items.append(SmsMessage(id=len(self.items) + 1, **fields))
 
-    def pending_for_events(self, event_ids):
-        return [m for m in self.items if m.event_id in event_ids and m.status == SmsStatus.PENDING]
+    def pending_for(self, keys):
+        return [
+            m
+            for m in self.items
+            if (m.event_id, m.phone) in keys and m.status == SmsStatus.PENDING
+        ]
 
     def record_attempts(self, attempts):
         by_id = {m.id: m for m in self.items}
