@@ -220,7 +220,10 @@ class Bench:
         self.args = args
         self.profile = "quick" if args.quick else "full"
         self.p = dict(PROFILES[self.profile])
-        self.layout = Layout(workers=parse_workers(args.workers)) if args.workers else Layout()
+        layout = {"workers": parse_workers(args.workers)} if args.workers else {}
+        if args.api_workers:
+            layout["api_workers"] = args.api_workers
+        self.layout = Layout(**layout)
         self.tag = str(os.getpid())
         self.out_dir = ROOT / "var" / "bench"
         self.run_dir = self.out_dir / f"run-{self.tag}"
@@ -1232,6 +1235,12 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         default=None,
         help="another worker layout, e.g. 'orders,evaluation:2;learning,notification,mypage:3'",
+    )
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=None,
+        help="gunicorn workers for hello, the floor and the API alike (experiments)",
     )
     parser.add_argument(
         "--phases", default=None, help=f"a subset of {','.join(PHASES)} (experiments)"

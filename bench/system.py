@@ -48,6 +48,8 @@ class Layout:
     def describe(self) -> dict:
         return {
             "api": f"gunicorn --workers {self.api_workers} (sync)",
+            # GUNICORN_CMD_ARGS, if set, applies to hello, the floor and the API alike.
+            "gunicorn_cmd_args": os.environ.get("GUNICORN_CMD_ARGS", ""),
             "relay": 1,
             "workers": {
                 g.name: {"queues": g.queues, "concurrency": g.concurrency} for g in self.workers
