@@ -293,6 +293,8 @@ class Bench:
 
     def spec(self, kind: str, **kw) -> Spec:
         kw.setdefault("processes", self.p["clients"])
+        if kind == "order" and self.token:  # orders come from students, one per phone
+            kw.setdefault("student_secret", self.env["JWT_SECRET"])
         return Spec(self.api, kind, token=self.token, **kw)
 
     def measured(self, name: str, run, retries: int | None = None):
@@ -357,7 +359,11 @@ class Bench:
             capture_output=True,
         )
         self.token = self.get_token()
-        self.details["auth"] = "bearer admin token" if self.token else "none (no token command)"
+        self.details["auth"] = (
+            "orders: a student token per order, for its phone; the rest: an admin token"
+            if self.token
+            else "none (no token command)"
+        )
 
         want = self.phases
         if "hello" in want:

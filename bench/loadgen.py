@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import jwt
+
 
 def order_phone(index: int) -> str:
     """A unique, valid Korean mobile number per order (010-3000-0000 onwards)."""
@@ -49,6 +51,10 @@ class Spec:
     count: int | None = None  # ...or after this many requests in all
     rate_per_s: float | None = None  # open loop at this total rate; None: closed loop
     token: str | None = None
+    # Kind "order": each order carries a token of the student whose phone it orders for,
+    # signed with this secret as the identity provider would (HS256), rather than `token`:
+    # the API then verifies a new token and counts the order limit, as for real students.
+    student_secret: str | None = None
     paths: list[str] = field(default_factory=list)  # kind "get": chosen at random
     phone_base: int = 0  # kind "order": phone indexes start here, one per request
     course_no: str = "BENCH1"
@@ -70,6 +76,12 @@ def _headers(host: str, token: str | None) -> str:
     return head
 
 
+def student_token(secret: str, phone: str, now: int) -> str:
+    """A student's token in the shape the API verifies (app.security: sub, role, phone, iss)."""
+    claims = {"sub": f"student:{phone}", "role": "student", "phone": phone, "iss": "onlinestudy"}
+    return jwt.encode({**claims, "iat": now, "exp": now + 3600}, secret, algorithm="HS256")
+
+
 def _request_maker(spec: Spec, worker: int) -> Callable[[int], tuple[bytes, object] | None]:
     """Returns make(n) -> (request bytes, tag) for this process's n-th request, or None when it
     has nothing more to send."""
@@ -88,17 +100,23 @@ def _request_maker(spec: Spec, worker: int) -> Callable[[int], tuple[bytes, obje
 
     if spec.kind == "order":
         stride = spec.processes
+        anonymous = _headers(host, None)
 
         def make_order(n: int):
             index = spec.phone_base + n * stride + worker
             phone = order_phone(index)
+            if spec.student_secret:
+                token = student_token(spec.student_secret, phone, int(time.time()))
+                auth = f"{anonymous}Authorization: Bearer {token}\r\n"
+            else:
+                auth = common
             body = (
                 f'{{"course_no":"{spec.course_no}","phone":"{phone}",'
                 f'"begin_date":"2026-12-01","end_date":"2027-02-28"}}'
             ).encode()
             extra = f"Idempotency-Key: bench-{index}\r\n" if spec.idempotency_keys else ""
             head = (
-                f"POST /orders HTTP/1.1\r\n{common}{extra}Content-Type: application/json\r\n"
+                f"POST /orders HTTP/1.1\r\n{auth}{extra}Content-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n"
             ).encode()
             return head + body, index
