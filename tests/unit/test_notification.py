@@ -23,9 +23,7 @@ class FakeMessages:
 
     def pending_for(self, keys):
         return [
-            m
-            for m in self.items
-            if (m.event_id, m.phone) in keys and m.status == SmsStatus.PENDING
+            m for m in self.items if (m.event_id, m.phone) in keys and m.status == SmsStatus.PENDING
         ]
 
     def record_attempts(self, attempts):
