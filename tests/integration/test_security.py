@@ -7,9 +7,11 @@ import time
 
 import jwt
 import pytest
+import redis
 
 from app import create_app
 from app.bootstrap import Container
+from tests.conftest import REDIS_URL
 from tests.helpers import course_body, order_body, random_phone
 from tests.integration.test_api_flow import deliver_all
 
@@ -198,6 +200,30 @@ def test_too_many_orders_from_one_student_get_429_with_retry_after(it_settings):
     assert [admin.post("/orders", json=order_body("NOPE")).status_code for _ in range(3)] == [
         404
     ] * 3  # admin tools are not limited
+
+
+def test_a_students_order_counts_against_the_limit_in_one_redis_round_trip(it_settings):
+    # The count is all a request under the limit needs: reading its window back for headers
+    # (GET and TTL of the key) was a second round trip on every order.
+    app = make_app(it_settings, rate_limit_storage_url=REDIS_URL, rate_limit_orders="2/minute")
+    tokens = app.extensions["onlinestudy"].tokens
+    phone = random_phone()
+    student = app.test_client()
+    student.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens.issue('student', phone=phone)}"
+    store = redis.Redis.from_url(REDIS_URL)
+
+    def window_reads() -> int:
+        return store.info("commandstats").get("cmdstat_ttl", {}).get("calls", 0)
+
+    before = window_reads()
+    answer = student.post("/orders", json=order_body("NOPE", phone=phone))
+    assert answer.status_code == 404  # counted all the same
+    assert "Retry-After" not in answer.headers  # only a refusal says when to come back
+    assert window_reads() == before
+    student.post("/orders", json=order_body("NOPE", phone=phone))
+    limited = student.post("/orders", json=order_body("NOPE", phone=phone))
+    assert limited.status_code == 429
+    assert 0 < int(limited.headers["Retry-After"]) <= 60
 
 
 def test_requests_without_a_token_are_limited_per_address(it_settings):
