@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Integer, String
+from sqlalchemy import Boolean, Integer, Row, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.shared.db import MainBase, UTCDateTime, utcnow
@@ -71,9 +71,10 @@ class Learning(MainBase, Aggregate):
             cancelled_at=now,
         )
 
-    def start(self, manager: Manager, announce: bool = True) -> None:
-        """Start with `manager`. A learning not yet stored starts with `announce=False` and
-        calls announce_started() once it has its id (the event carries it)."""
+    def start(self, manager: Manager | Row, announce: bool = True) -> None:
+        """Start with `manager` (an entity, or a row of its id and name). A learning not yet
+        stored starts with `announce=False` and calls announce_started() once it has its id
+        (the event carries it)."""
         if self.status != LearningStatus.WAITING:
             raise Conflict(f"learning {self.id} is {self.status}, not WAITING")
         self.status = LearningStatus.STARTED

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.learning.model import Learning, LearningStatus, Manager
@@ -22,15 +22,11 @@ class ManagerRepository:
     def list(self) -> list[Manager]:
         return list(self.session.execute(select(Manager).order_by(Manager.id)).scalars())
 
-    def by_load(self) -> list[Manager]:
-        """The active managers, fewest STARTED learnings first; ties go to the lowest id."""
-        return list(
-            self.session.execute(
-                select(Manager)
-                .where(Manager.active.is_(True))
-                .order_by(Manager.started_count, Manager.id)
-            ).scalars()
-        )
+    def by_load(self) -> list[Row]:
+        """The active managers as rows (id, name, started_count), fewest STARTED learnings
+        first; ties go to the lowest id. Every batch of new orders reads them all, and
+        entities cost the ORM's loading of each."""
+        return list(self.session.execute(_BY_LOAD))
 
     def count_started(self, changes: dict[int, int]) -> None:
         """Add to the managers' STARTED counts, in id order: concurrent transactions then lock
@@ -41,6 +37,11 @@ class ManagerRepository:
 
 
 _managers = Manager.__table__.c
+_BY_LOAD = (
+    select(_managers.id, _managers.name, _managers.started_count)
+    .where(_managers.active.is_(True))
+    .order_by(_managers.started_count, _managers.id)
+)
 _COUNT_STARTED = (
     update(Manager.__table__)
     .where(_managers.id == bindparam("m_id"))
