@@ -16,10 +16,12 @@ $(INSTALLED): pyproject.toml
 run: $(INSTALLED)
 	$(BIN)/onlinestudy run
 
-## Every test: unit (fakes), integration (PostgreSQL), end to end (Redis + real workers).
+## Every test: unit (fakes), integration (PostgreSQL), end to end (Redis + real workers),
+## after the lint and the layers (import-linter).
 test: $(INSTALLED)
 	scripts/ensure-services.sh
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 test-unit: $(INSTALLED)

@@ -4,27 +4,36 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Flask
 
-from app.config import Settings
+if TYPE_CHECKING:
+    from app.container import Container
 
 
-def create_app(settings: Settings | None = None, container=None) -> Flask:
-    from app import models  # noqa: F401  (all tables on the metadata)
-    from app.bootstrap import Container
-    from app.evaluation.api import evaluations_blp
-    from app.health import health_blp
-    from app.learning.api import learnings_blp, managers_blp
+def create_app(container: Container | None = None) -> Flask:
+    """The API on `container` (by default the one bootstrap() builds from the environment,
+    as gunicorn's `app:create_app()` does)."""
+    # Imported here, not at the top: `app` is imported by everything under it (celeryconfig
+    # reads app.config), and only the API needs Flask's side.
+    from app import (
+        health,
+        models,  # noqa: F401  (all tables on the metadata)
+    )
+    from app.bootstrap import bootstrap
+    from app.evaluation import api as evaluation_api
+    from app.learning import api as learning_api
     from app.logging import configure_logging
-    from app.mypage.api import mypage_blp
-    from app.notification.api import sms_blp
+    from app.mypage import api as mypage_api
+    from app.notification import api as notification_api
     from app.observability import install as install_observability
-    from app.orders.api import courses_blp, orders_blp
+    from app.orders import api as orders_api
     from app.security import install as install_security
     from app.shared.api import OnlineStudyApi, refuse_nul_characters, register_error_handlers
 
-    settings = settings or Settings.from_env()
+    c = container or bootstrap()
+    settings = c.settings
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # each gunicorn worker writes its metrics there
         Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     configure_logging(settings.log_level)
@@ -54,21 +63,18 @@ def create_app(settings: Settings | None = None, container=None) -> Flask:
         },
     )
     app.json.ensure_ascii = False  # Korean stays readable in responses
-    app.extensions["onlinestudy"] = container = container or Container(settings)
     api = OnlineStudyApi(app)
-    for blueprint in (
-        courses_blp,
-        orders_blp,
-        managers_blp,
-        learnings_blp,
-        evaluations_blp,
-        sms_blp,
-        mypage_blp,
-        health_blp,
-    ):
-        api.register_blueprint(blueprint)
     register_error_handlers(app)
     refuse_nul_characters(app)
-    install_observability(app, container)
-    install_security(app, settings, container.tokens)  # after: 401s get a request id too
+    install_observability(app, c.main_session, c.celery, settings.metrics_token)
+    limits = install_security(app, settings, c.tokens)  # after: 401s get a request id too
+    for blueprint in (
+        *orders_api.blueprints(c.orders_uow, c.read_session, c.learning_overloaded, limits),
+        *learning_api.blueprints(c.learning_uow),
+        *evaluation_api.blueprints(c.evaluation_uow, c.score_chain),
+        *notification_api.blueprints(c.notification_uow),
+        *mypage_api.blueprints(c.read_session),
+        *health.blueprints(c.main_session, c.celery),
+    ):
+        api.register_blueprint(blueprint)
     return app

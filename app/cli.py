@@ -45,22 +45,9 @@ def db_upgrade() -> None:
 
 @main.command()
 def relay() -> None:
-    """Run the outbox relay until SIGTERM/SIGINT."""
-    from app.bootstrap import container
-    from app.logging import configure_logging
-    from app.process import freeze_startup_heap
-    from workers.celery_app import app as celery
-    from workers.relay import run_relay
-
-    settings = _settings()
-    configure_logging(settings.log_level)
-    freeze_startup_heap()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    heartbeat = settings.var_dir / "relay.heartbeat"
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    run_relay(container(), celery, stop, heartbeat=heartbeat.touch)
+    """Run the outbox relay until SIGTERM/SIGINT (replaces this process)."""
+    _settings()  # a configuration error is reported here, not as a traceback
+    os.execvp(sys.executable, [sys.executable, "-m", "workers.relay"])
 
 
 ALL_QUEUES = "orders,learning,evaluation,notification,mypage"
@@ -188,10 +175,10 @@ def events() -> None:
 @events.command("dead")
 def events_dead() -> None:
     """List deliveries parked after too many failures."""
-    from app.bootstrap import container
+    from app.bootstrap import bootstrap
     from app.shared.outbox import dead_deliveries
 
-    with container().main_session() as session:
+    with bootstrap(_settings()).main_session() as session:
         rows = dead_deliveries(session)
         if not rows:
             click.echo("no dead letters")
@@ -209,10 +196,10 @@ def events_dead() -> None:
 @click.option("--consumer", default=None, help="Only this consumer (task name).")
 def events_replay(event_id: str | None, consumer: str | None) -> None:
     """Deliver dead letters again (all of them, or those selected)."""
-    from app.bootstrap import container
+    from app.bootstrap import bootstrap
     from app.shared.outbox import replay_dead
 
-    with container().main_session() as session:
+    with bootstrap(_settings()).main_session() as session:
         count = replay_dead(session, event_id, consumer)
         session.commit()
     click.echo(f"{count} dead letter(s) queued for redelivery")
@@ -258,11 +245,13 @@ def mypage() -> None:
 @mypage.command("rebuild")
 def mypage_rebuild() -> None:
     """Rebuild My page from the event log (the outbox), in one transaction."""
-    from app.bootstrap import container
+    from app.bootstrap import bootstrap
     from app.mypage.rebuild import rebuild
+    from app.policies import BY_CONSUMER
 
-    with container().main_session() as session:
-        rows = rebuild(session)
+    projection = BY_CONSUMER["mypage.project"]
+    with bootstrap(_settings()).main_session() as session:
+        rows = rebuild(session, projection.consumer, projection.events)
         session.commit()
     click.echo(f"My page rebuilt: {rows} row(s)")
 

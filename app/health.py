@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from celery import Celery
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, fields
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
-from app.bootstrap import container
 from app.shared.api import Blueprint
-
-health_blp = Blueprint("health", __name__, url_prefix="/health", description="Probes")
 
 CHECK_TIMEOUT_S = 2.0
 
 
-def check_database() -> str | None:
+class HealthSchema(Schema):
+    status = fields.Str(required=True)
+    checks = fields.Dict(keys=fields.Str(), values=fields.Str())
+
+
+def check_database(session_factory: Callable[[], Session]) -> str | None:
     try:
-        with container().main_session() as session:
+        with session_factory() as session:
             session.execute(text("SELECT 1"))
         return None
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         return f"{exc.__class__.__name__}"
 
 
-def check_broker() -> str | None:
-    from workers.celery_app import app as celery
-
+def check_broker(celery: Celery) -> str | None:
     try:
         with celery.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_S)
@@ -35,32 +39,35 @@ def check_broker() -> str | None:
         return f"{exc.__class__.__name__}"
 
 
-class HealthSchema(Schema):
-    status = fields.Str(required=True)
-    checks = fields.Dict(keys=fields.Str(), values=fields.Str())
+def blueprints(main_session: Callable[[], Session], celery: Celery) -> list[Blueprint]:
+    """/health/live and /health/ready."""
+    health_blp = Blueprint("health", __name__, url_prefix="/health", description="Probes")
 
+    @health_blp.route("/live")
+    class Live(MethodView):
+        @health_blp.doc(security=[])
+        @health_blp.response(200, HealthSchema)
+        def get(self):
+            """The process answers."""
+            return {"status": "ok"}
 
-@health_blp.route("/live")
-class Live(MethodView):
-    @health_blp.doc(security=[])
-    @health_blp.response(200, HealthSchema)
-    def get(self):
-        """The process answers."""
-        return {"status": "ok"}
+    @health_blp.route("/ready")
+    class Ready(MethodView):
+        @health_blp.doc(security=[])
+        @health_blp.response(200, HealthSchema)
+        @health_blp.alt_response(503, description="Not ready: `errors` names the failing part")
+        def get(self):
+            """The database and the broker are reachable; 503 names the failing part."""
+            failures = {
+                name: error
+                for name, error in (
+                    ("database", check_database(main_session)),
+                    ("broker", check_broker(celery)),
+                )
+                if error
+            }
+            if failures:
+                abort(503, message=f"not ready: {', '.join(failures)}", errors=failures)
+            return {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
 
-
-@health_blp.route("/ready")
-class Ready(MethodView):
-    @health_blp.doc(security=[])
-    @health_blp.response(200, HealthSchema)
-    @health_blp.alt_response(503, description="Not ready: `errors` names the failing part")
-    def get(self):
-        """The database and the broker are reachable; 503 names the failing part."""
-        failures = {
-            name: error
-            for name, error in (("database", check_database()), ("broker", check_broker()))
-            if error
-        }
-        if failures:
-            abort(503, message=f"not ready: {', '.join(failures)}", errors=failures)
-        return {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    return [health_blp]

@@ -8,8 +8,14 @@ starts, so the API's /metrics shows the whole embedded system.
 from __future__ import annotations
 
 import os
+import re
 import time
+import uuid
+from collections.abc import Callable
 
+from celery import Celery
+from flask import Flask, Response, g, request
+from kombu.exceptions import ChannelError, OperationalError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -20,6 +26,12 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.shared.outbox import Delivery, DeliveryStatus
+from app.shared.queues import Queue
+from app.shared.uow import correlation_id
 
 HTTP_REQUESTS = Counter(
     "onlinestudy_http_requests_total", "HTTP requests answered", ["method", "endpoint", "status"]
@@ -47,14 +59,11 @@ TASK_LATENCY = Histogram(
 class PipelineCollector:
     """Gauges read from the outbox and the broker at each scrape (cheap indexed queries)."""
 
-    def __init__(self, container):
-        self.container = container
+    def __init__(self, main_session: Callable[[], Session], celery: Celery):
+        self.main_session = main_session
+        self.celery = celery
 
     def collect(self):
-        from sqlalchemy import func, select
-
-        from app.shared.outbox import Delivery, DeliveryStatus
-
         backlog = GaugeMetricFamily(
             "onlinestudy_outbox_backlog",
             "Events not yet recorded by a consumer",
@@ -74,7 +83,7 @@ class PipelineCollector:
             "How far My page is behind: age of its oldest pending event",
         )
         now = time.time()
-        with self.container.main_session() as session:
+        with self.main_session() as session:
             rows = session.execute(
                 select(
                     Delivery.consumer,
@@ -99,16 +108,11 @@ class PipelineCollector:
         yield self._queue_depths()
 
     def _queue_depths(self):
-        from kombu.exceptions import ChannelError, OperationalError
-
-        from app.shared.queues import Queue
-        from workers.celery_app import app as celery
-
         depth = GaugeMetricFamily(
             "onlinestudy_queue_depth", "Messages waiting in a queue", labels=["queue"]
         )
         try:
-            with celery.connection_for_read() as connection:
+            with self.celery.connection_for_read() as connection:
                 for queue in Queue:
                     channel = connection.channel()  # a failed passive declare closes it (AMQP)
                     try:
@@ -123,28 +127,25 @@ class PipelineCollector:
         return depth
 
 
-def metrics_response(container) -> tuple[bytes, int, dict]:
+def metrics_response(collector: PipelineCollector) -> tuple[bytes, int, dict]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         processes = CollectorRegistry()
         multiprocess.MultiProcessCollector(processes)
     else:
         processes = REGISTRY
     pipeline = CollectorRegistry(auto_describe=False)
-    pipeline.register(PipelineCollector(container))
+    pipeline.register(collector)
     # The text format is a list of families: two registries' outputs concatenate.
     body = generate_latest(processes) + generate_latest(pipeline)
     return body, 200, {"Content-Type": CONTENT_TYPE_LATEST}
 
 
-def install(app, container) -> None:
-    """Per request: a correlation id (X-Request-ID in, or a new one) and the HTTP metrics."""
-    import re
-    import uuid
-
-    from flask import Response, g, request
-
-    from app.shared.uow import correlation_id
-
+def install(
+    app: Flask, main_session: Callable[[], Session], celery: Celery, metrics_token: str | None
+) -> None:
+    """Per request: a correlation id (X-Request-ID in, or a new one) and the HTTP metrics;
+    /metrics, with the pipeline's gauges read at each scrape."""
+    collector = PipelineCollector(main_session, celery)
     valid_id = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
     @app.before_request
@@ -171,12 +172,11 @@ def install(app, container) -> None:
 
     @app.get("/metrics")
     def metrics():
-        token = container.settings.metrics_token
-        if token and request.headers.get("Authorization") != f"Bearer {token}":
+        if metrics_token and request.headers.get("Authorization") != f"Bearer {metrics_token}":
             return Response(
                 "metrics need METRICS_TOKEN\n", status=401, headers={"WWW-Authenticate": "Bearer"}
             )
-        body, status, headers = metrics_response(container)
+        body, status, headers = metrics_response(collector)
         return Response(body, status=status, headers=headers)
 
 

@@ -9,35 +9,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
+from app.container import Container
 from app.evaluation import handlers as evaluation
 from app.learning import handlers as learning
 from app.mypage import projection as mypage
 from app.notification import handlers as notification
 from app.shared.events import Event, EventType
 from app.shared.queues import Queue
-from app.shared.uow import each_correlated
-
-if TYPE_CHECKING:
-    from app.bootstrap import Container
+from app.shared.uow import UnitOfWork, each_correlated
 
 E = EventType
+U = TypeVar("U", bound=UnitOfWork)
 
 
 @dataclass(frozen=True)
-class Policy:
+class Policy(Generic[U]):
     consumer: str  # task name, delivery and idempotency key
     queue: Queue
     events: tuple[EventType, ...]
-    bind: str  # the database its effects and records live in
-    unit_of_work: str  # Container method that opens the context's unit of work
-    # Applies a batch of new events (never seen by this consumer) in the caller's transaction.
-    handle: Callable[[Container, object, list[Event]], None]
-    # Work outside the database after the commit (an SMS send), for the whole batch; returns
-    # the events to deliver again, with the reason. It runs on every copy of an event, so it
-    # must itself be idempotent.
-    after_commit: Callable[[Container, list[Event]], dict[str, str]] | None = None
+    # Opens the context's unit of work; its effects and processed records go to that database.
+    unit_of_work: Callable[[Container], U]
+    # Applies a batch of new events (never seen by this consumer) in that unit of work.
+    handle: Callable[[U, list[Event]], None]
+    # Work outside the database after the commit (an SMS send), for the whole batch, in a unit
+    # of work of its own; returns the events to deliver again, with the reason. It runs on
+    # every copy of an event, so it must itself be idempotent.
+    after_commit: Callable[[U, list[Event]], dict[str, str]] | None = None
+    bind: str = "main"  # the database of the unit of work
     # Events whose copy for this consumer is first due SCORE_SYNC_TIMEOUT_S after the commit:
     # on the normal path the synchronous score chain's next step brings the same news sooner
     # (or is the same work), so the copy only confirms, later and in a larger batch.
@@ -48,19 +48,10 @@ class Policy:
     gather_s: float = 0.0
 
 
-def _in(uow_name: str, handler) -> dict:
-    """A policy whose handler takes its unit of work and the batch of events."""
-    return {
-        "bind": "main",
-        "unit_of_work": uow_name,
-        "handle": lambda c, uow, events: handler(uow, events),
-    }
-
-
-def one_by_one(handler: Callable[[object, Event], None]) -> Callable[[object, list[Event]], None]:
+def one_by_one(handler: Callable[[U, Event], None]) -> Callable[[U, list[Event]], None]:
     """A batch handler from one that takes an event at a time (rare events need no more)."""
 
-    def handle(uow, events: list[Event]) -> None:
+    def handle(uow: U, events: list[Event]) -> None:
         for event in each_correlated(uow, events):
             handler(uow, event)
 
@@ -73,7 +64,8 @@ POLICIES: tuple[Policy, ...] = (
         "learning.open_learning",
         Queue.LEARNING,
         (E.COURSE_ORDERED,),
-        **_in("learning_uow", learning.open_learnings),
+        unit_of_work=Container.learning_uow,
+        handle=learning.open_learnings,
         # On the student's way too, and gathering for a moment here also lowered the p99
         # from POST to a current My page at half load: fewer, larger batches.
         gather_s=0.03,
@@ -82,40 +74,46 @@ POLICIES: tuple[Policy, ...] = (
         "learning.cancel_learning",
         Queue.LEARNING,
         (E.COURSE_ORDER_CANCELLED,),
-        **_in("learning_uow", one_by_one(learning.cancel_learning)),
+        unit_of_work=Container.learning_uow,
+        handle=one_by_one(learning.cancel_learning),
     ),
     Policy(
         "learning.complete_learning",
         Queue.LEARNING,
         (E.FINAL_EVALUATION_REGISTERED,),
-        **_in("learning_uow", learning.complete_learnings),
+        unit_of_work=Container.learning_uow,
+        handle=learning.complete_learnings,
         gather_s=0.2,
     ),
     Policy(
         "learning.start_waiting_learnings",
         Queue.LEARNING,
         (E.MANAGER_REGISTERED,),
-        **_in("learning_uow", one_by_one(learning.start_waiting_learnings)),
+        unit_of_work=Container.learning_uow,
+        handle=one_by_one(learning.start_waiting_learnings),
     ),
     # evaluation
     Policy(
         "evaluation.open_evaluation",
         Queue.EVALUATION,
         (E.LEARNING_STARTED,),
-        **_in("evaluation_uow", evaluation.open_evaluations),
+        unit_of_work=Container.evaluation_uow,
+        handle=evaluation.open_evaluations,
         gather_s=0.2,
     ),
     Policy(
         "evaluation.cancel_evaluation",
         Queue.EVALUATION,
         (E.LEARNING_CANCELLED,),
-        **_in("evaluation_uow", one_by_one(evaluation.cancel_evaluation)),
+        unit_of_work=Container.evaluation_uow,
+        handle=one_by_one(evaluation.cancel_evaluation),
     ),
     Policy(
         "evaluation.finalize_on_order_completed",
         Queue.EVALUATION,
         (E.ORDER_COMPLETED,),
-        **_in("evaluation_uow", evaluation.finalize_on_order_completed),
+        unit_of_work=Container.evaluation_uow,
+        handle=evaluation.finalize_on_order_completed,
         behind_score_chain=(E.ORDER_COMPLETED,),  # a safety net: the chain's step 2 does it
     ),
     # notification: the row in the transaction, the send after the commit
@@ -129,12 +127,10 @@ POLICIES: tuple[Policy, ...] = (
             E.LEARNING_CANCELLED,
             E.FINAL_EVALUATION_REGISTERED,
         ),
+        unit_of_work=Container.notification_uow,
+        handle=notification.record_sms,
+        after_commit=notification.send_pending_sms,
         bind="notification",
-        unit_of_work="notification_uow",
-        handle=lambda c, uow, events: notification.record_sms(uow, events, c.sms_sender.name),
-        after_commit=lambda c, events: notification.send_pending_sms(
-            c.notification_uow(), events, c.sms_sender, c.settings.max_attempts
-        ),
         gather_s=0.2,
     ),
     # mypage
@@ -150,7 +146,8 @@ POLICIES: tuple[Policy, ...] = (
             E.ORDER_COMPLETED,
             E.FINAL_EVALUATION_REGISTERED,
         ),
-        **_in("main_uow", mypage.project),
+        unit_of_work=Container.main_uow,
+        handle=mypage.project,
         # FinalEvaluationRegistered, a moment after it, shows the order COMPLETED too.
         behind_score_chain=(E.ORDER_COMPLETED,),
         # Even on the student's way, a moment: at half load, fewer tasks left the machine
@@ -166,3 +163,9 @@ BY_CONSUMER: dict[str, Policy] = {policy.consumer: policy for policy in POLICIES
 def subscribers(event_type: EventType) -> tuple[str, ...]:
     """The consumers an event is delivered to (its delivery rows)."""
     return tuple(p.consumer for p in POLICIES if event_type in p.events)
+
+
+def deferred_deliveries(delay_s: float) -> dict[tuple[str, EventType], float]:
+    """(consumer, event type) whose copy is first due `delay_s` after the commit: those
+    behind the score chain."""
+    return {(p.consumer, t): delay_s for p in POLICIES for t in p.behind_score_chain}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,30 +199,12 @@ def _has_token() -> bool:
     return g.get("principal") is not None
 
 
-# One limiter for the process; the limits are read from the current app's settings at each
-# request. Requests without a token count against the default limit, per address.
-# No X-RateLimit-* headers on every answer: flask-limiter reads the window back from the store
-# for them, a second Redis round trip per limited request (7% of the API's CPU for an order).
-# A refused request still learns when to come back (`_retry_after`).
-limiter = Limiter(
-    key_func=client_key,
-    headers_enabled=False,
-    strategy="fixed-window",
-    default_limits=[lambda: _settings().rate_limit_anonymous],
-    default_limits_exempt_when=lambda: _has_token(),
-)
+@dataclass(frozen=True)
+class Limits:
+    """The per-route limits the views put on themselves (admins are exempt)."""
 
-
-def order_limit():
-    return limiter.limit(
-        lambda: _settings().rate_limit_orders, methods=["POST"], exempt_when=_is_admin
-    )
-
-
-def cancel_limit():
-    return limiter.limit(
-        lambda: _settings().rate_limit_cancels, methods=["POST"], exempt_when=_is_admin
-    )
+    orders: Callable
+    cancels: Callable
 
 
 def _seconds_to_reset(limit) -> int:
@@ -234,13 +217,9 @@ def _seconds_to_reset(limit) -> int:
         return limit.limit.get_expiry()
 
 
-def _settings() -> Settings:
-    from app.bootstrap import container
-
-    return container().settings
-
-
-def install(app: Flask, settings: Settings, tokens: Tokens) -> None:
+def install(app: Flask, settings: Settings, tokens: Tokens) -> Limits:
+    """Authentication, rate limits, CORS and security headers on every request; returns the
+    limits that the order routes add."""
     app.config.update(
         RATELIMIT_STORAGE_URI=settings.rate_limit_storage_url,
         RATELIMIT_HEADERS_ENABLED=False,
@@ -263,6 +242,17 @@ def install(app: Flask, settings: Settings, tokens: Tokens) -> None:
         except jwt.PyJWTError as exc:
             g.auth_error = (f"invalid token: {exc}", 'Bearer error="invalid_token"')
 
+    # Requests without a token count against the default limit, per address. No
+    # X-RateLimit-* headers on every answer: flask-limiter would read the window back from the
+    # store for them, a second round trip per limited request. A refused request still learns
+    # when to come back (`_retry_after`).
+    limiter = Limiter(
+        key_func=client_key,
+        headers_enabled=False,
+        strategy="fixed-window",
+        default_limits=[settings.rate_limit_anonymous],
+        default_limits_exempt_when=_has_token,
+    )
     limiter.init_app(app)
 
     @app.before_request
@@ -305,3 +295,8 @@ def install(app: Flask, settings: Settings, tokens: Tokens) -> None:
                 "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
             )
         return response
+
+    return Limits(
+        orders=limiter.limit(settings.rate_limit_orders, methods=["POST"], exempt_when=_is_admin),
+        cancels=limiter.limit(settings.rate_limit_cancels, methods=["POST"], exempt_when=_is_admin),
+    )

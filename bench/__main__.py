@@ -960,7 +960,7 @@ class Bench:
         "learning_managers_by_load": """
             SELECT m.* FROM learning_managers m
             WHERE m.active IS true ORDER BY m.started_count, m.id""",
-        # Container.learning_backlog(), every 0.5 s in each API process.
+        # Container.learning_overloaded(), every 0.5 s in each API process.
         "api_learning_backlog": """
             SELECT count(id) FROM outbox_deliveries
             WHERE status = 'PENDING' AND consumer IN ('learning.open_learning',

@@ -16,7 +16,7 @@ from pathlib import Path
 
 # Named costs: a sample counts for a name when any frame on its stack matches.
 PATTERNS = {
-    "consumer: _apply (one transaction per batch)": r"^_apply \(app/shared/consumer",
+    "consumer: _apply (one transaction per batch)": r"^_apply \(app/consumer",
     "consumer: claim_all INSERT (processed messages)": r"^claim_all ",
     "consumer: policy handler": (
         r"^(open_learnings|open_evaluations|project|record_sms|complete_learning"
@@ -60,7 +60,7 @@ PATTERNS = {
     "jwt verify": r"^Tokens.verify ",
     "rate limiter (flask_limiter/limits)": r"(flask_limiter/|limits/)",
     "gunicorn (accept/parse/write)": r"gunicorn/",
-    "learning_backlog count": r"^Container.learning_backlog ",
+    "learning_backlog count": r"^Container.learning_overloaded ",
     "place_order handler": r"^place_order \(app/orders",
 }
 

@@ -1,11 +1,13 @@
-"""The Celery app, the `-A` target: `celery -A workers.celery_app worker -Q learning`."""
+"""The workers' Celery app, the `-A` target: `celery -A workers.celery_app worker -Q learning`.
+
+The worker process's composition root: it builds the container once and registers every task
+on the container's Celery app, each task closing over that container.
+"""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from celery import Celery
 from celery.signals import (
     setup_logging,
     task_failure,
@@ -16,31 +18,18 @@ from celery.signals import (
     worker_process_init,
 )
 
-from app.bootstrap import container
+from app.bootstrap import bootstrap
 from app.logging import configure_logging
 from app.observability import record_task
 from app.process import freeze_startup_heap
+from workers import consumers, heartbeat, metrics, score_chain
 
-
-def create_celery() -> Celery:
-    celery = Celery(
-        "onlinestudy",
-        include=[
-            "workers.consumers",
-            "workers.score_chain",
-            "workers.heartbeat",
-            "workers.metrics",
-        ],
-    )
-    celery.config_from_object("celeryconfig")
-    options = celery.conf.broker_transport_options or {}
-    for key in ("data_folder_in", "data_folder_out", "control_folder"):
-        if key in options:
-            Path(options[key]).mkdir(parents=True, exist_ok=True)
-    return celery
-
-
-app = create_celery()
+container = bootstrap()
+app = container.celery
+consumers.register(app, container)
+score_chain.register(app, container)
+heartbeat.register(app, container.settings)
+metrics.register()
 
 
 @worker_init.connect
@@ -48,7 +37,7 @@ def _load_database_drivers(**_kwargs) -> None:
     # In the main process, before the pool forks: creating the engines (no connection yet)
     # imports the database driver once for every child. Otherwise each new child imported it
     # in its first task, 70 ms more for that task (a final score, perhaps).
-    db = container().db
+    db = container.db
     for bind in ("main", "notification"):
         db.engine(bind)
     freeze_startup_heap()  # before the fork: the children inherit it frozen
@@ -57,14 +46,14 @@ def _load_database_drivers(**_kwargs) -> None:
 @worker_process_init.connect
 def _fresh_connections(**_kwargs) -> None:
     # Pooled connections opened before the fork belong to the parent.
-    container().db.dispose()
+    container.db.dispose()
     freeze_startup_heap()
 
 
 @setup_logging.connect
 def _json_logs(**_kwargs) -> None:
     # Connecting here keeps Celery from configuring the root logger its own way.
-    configure_logging(container().settings.log_level)
+    configure_logging(container.settings.log_level)
 
 
 _started: dict[str, float] = {}

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from celery import Task
+from celery import Celery, Task
 
-from app.bootstrap import container
+from app.consumer import announce_done, consume
+from app.container import Container
 from app.policies import POLICIES, Policy
-from app.shared.consumer import announce_done, consume
-from workers.celery_app import app
 
 
-def _register(policy: Policy) -> Task:
-    @app.task(
+def register(celery: Celery, container: Container) -> dict[str, Task]:
+    """The consumer tasks, by name, registered on `celery`."""
+    return {policy.consumer: _task(celery, container, policy) for policy in POLICIES}
+
+
+def _task(celery: Celery, container: Container, policy: Policy) -> Task:
+    @celery.task(
         name=policy.consumer,
         queue=policy.queue.value,
         acks_late=True,
@@ -19,14 +23,10 @@ def _register(policy: Policy) -> Task:
         ignore_result=True,
     )
     def handle(events: list[dict]) -> int:
-        c = container()
         try:
-            return len(consume(c, policy, events, announce_end=True))
+            return len(consume(container, policy, events, announce_end=True))
         except BaseException:
-            announce_done(c, policy.consumer)  # else the relay's slot waits to expire
+            announce_done(container, policy.consumer)  # else the relay's slot waits to expire
             raise
 
     return handle
-
-
-TASKS = {policy.consumer: _register(policy) for policy in POLICIES}

@@ -8,47 +8,38 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from pathlib import Path
 
+from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 from celery.utils.nodenames import worker_direct
 
-from app.bootstrap import container
-from workers.celery_app import app
-
-_stop = threading.Event()
+from app.config import Settings
 
 
-def heartbeat_dir() -> Path:
-    return container().settings.heartbeats_dir
+def register(celery: Celery, settings: Settings) -> None:
+    """The canary task, and its loop started when the worker is ready."""
+    stop = threading.Event()
 
+    @celery.task(name="health.canary", ignore_result=True, acks_late=False, expires=60)
+    def canary(hostname: str) -> None:
+        path = settings.heartbeats_dir / f"worker-{hostname}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
 
-def heartbeat_file(hostname: str) -> Path:
-    return heartbeat_dir() / f"worker-{hostname}"
+    @worker_ready.connect(weak=False)
+    def _start_canaries(sender=None, **_kwargs) -> None:
+        hostname = sender.hostname
+        queue = worker_direct(hostname)
 
+        def loop():
+            while not stop.is_set():
+                # A canary that cannot be sent shows as a stale heartbeat: nothing else to do.
+                with contextlib.suppress(Exception):
+                    celery.send_task("health.canary", args=[hostname], queue=queue)
+                stop.wait(settings.worker_heartbeat_s)
 
-@app.task(name="health.canary", ignore_result=True, acks_late=False, expires=60)
-def canary(hostname: str) -> None:
-    path = heartbeat_file(hostname)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
+        threading.Thread(target=loop, name="canary", daemon=True).start()
 
-
-@worker_ready.connect
-def _start_canaries(sender=None, **_kwargs) -> None:
-    hostname = sender.hostname
-    queue = worker_direct(hostname)
-
-    def loop():
-        while not _stop.is_set():
-            # A canary that cannot be sent shows as a stale heartbeat: nothing else to do.
-            with contextlib.suppress(Exception):
-                app.send_task("health.canary", args=[hostname], queue=queue)
-            _stop.wait(container().settings.worker_heartbeat_s)
-
-    threading.Thread(target=loop, name="canary", daemon=True).start()
-
-
-@worker_shutdown.connect
-def _stop_canaries(**_kwargs) -> None:
-    _stop.set()
+    @worker_shutdown.connect(weak=False)
+    def _stop_canaries(**_kwargs) -> None:
+        stop.set()

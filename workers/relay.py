@@ -11,6 +11,7 @@ once; under load, batches grow with the backlog.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import Counter, defaultdict, deque
@@ -18,8 +19,11 @@ from collections import Counter, defaultdict, deque
 import structlog
 from celery import Celery
 
-from app.bootstrap import Container
+from app.bootstrap import bootstrap
+from app.container import Container
+from app.logging import configure_logging
 from app.policies import BY_CONSUMER
+from app.process import freeze_startup_heap
 from app.shared.outbox import NEW_WORK, NOTIFY_CHANNEL, TASK_DONE, claim_due
 
 log = structlog.get_logger(__name__)
@@ -230,3 +234,21 @@ def run_relay(container: Container, celery: Celery, stop: threading.Event, heart
     if waker is not None:
         waker.close()
     log.info("relay.stop")
+
+
+def main() -> None:
+    """The relay process (`onlinestudy relay`): runs until SIGTERM or SIGINT."""
+    container = bootstrap()
+    settings = container.settings
+    configure_logging(settings.log_level)
+    freeze_startup_heap()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    heartbeat = settings.var_dir / "relay.heartbeat"
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    run_relay(container, container.celery, stop, heartbeat=heartbeat.touch)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from app.bootstrap import container
 from app.evaluation import handlers
 from app.evaluation.model import EvaluationStatus
 from app.security import ensure_visible, manager_scope, require_role
 from app.shared.api import Blueprint
-
-evaluations_blp = Blueprint(
-    "evaluations", __name__, url_prefix="/evaluations", description="Evaluations and final scores"
-)
 
 
 class RecordSchema(Schema):
@@ -48,70 +45,77 @@ class EvaluationQuerySchema(Schema):
     )
 
 
-def visible_evaluation(evaluation_id: int):
-    """Admins see every evaluation, a manager those of their learnings; else 404."""
-    require_role("manager")
-    evaluation = handlers.get_evaluation(container().evaluation_uow(), evaluation_id)
-    ensure_managed(evaluation)
-    return evaluation
+def blueprints(
+    evaluation_uow: Callable[[], handlers.EvaluationUnitOfWork], score_chain: handlers.ScoreChain
+) -> list[Blueprint]:
+    """/evaluations, on the evaluation context's unit of work and the score chain."""
+    evaluations_blp = Blueprint(
+        "evaluations",
+        __name__,
+        url_prefix="/evaluations",
+        description="Evaluations and final scores",
+    )
 
-
-def ensure_managed(evaluation) -> None:
-    mine = manager_scope()
-    ensure_visible(mine is None or evaluation.manager_id == mine, f"evaluation {evaluation.id}")
-
-
-@evaluations_blp.route("")
-class Evaluations(MethodView):
-    @evaluations_blp.arguments(EvaluationQuerySchema, location="query")
-    @evaluations_blp.response(200, EvaluationSchema(many=True))
-    @evaluations_blp.paginate()
-    def get(self, query, pagination_parameters):
-        """Evaluations by order and status; a manager sees only their own."""
+    def visible_evaluation(evaluation_id: int):
+        """Admins see every evaluation, a manager those of their learnings; else 404."""
         require_role("manager")
-        with container().evaluation_uow() as uow:
-            items, total = uow.evaluations.list(
-                query.get("order_no"),
-                query.get("status"),
-                pagination_parameters.first_item,
-                pagination_parameters.page_size,
-                manager_id=manager_scope(),
+        evaluation = handlers.get_evaluation(evaluation_uow(), evaluation_id)
+        ensure_managed(evaluation)
+        return evaluation
+
+    def ensure_managed(evaluation) -> None:
+        mine = manager_scope()
+        ensure_visible(mine is None or evaluation.manager_id == mine, f"evaluation {evaluation.id}")
+
+    @evaluations_blp.route("")
+    class Evaluations(MethodView):
+        @evaluations_blp.arguments(EvaluationQuerySchema, location="query")
+        @evaluations_blp.response(200, EvaluationSchema(many=True))
+        @evaluations_blp.paginate()
+        def get(self, query, pagination_parameters):
+            """Evaluations by order and status; a manager sees only their own."""
+            require_role("manager")
+            with evaluation_uow() as uow:
+                items, total = uow.evaluations.list(
+                    query.get("order_no"),
+                    query.get("status"),
+                    pagination_parameters.first_item,
+                    pagination_parameters.page_size,
+                    manager_id=manager_scope(),
+                )
+            pagination_parameters.item_count = total
+            return items
+
+    @evaluations_blp.route("/<int(max=2147483647):evaluation_id>")
+    class EvaluationById(MethodView):
+        @evaluations_blp.response(200, EvaluationSchema)
+        def get(self, evaluation_id):
+            return visible_evaluation(evaluation_id)
+
+    @evaluations_blp.route("/<int(max=2147483647):evaluation_id>/records")
+    class EvaluationRecords(MethodView):
+        @evaluations_blp.arguments(RecordSchema)
+        @evaluations_blp.response(201, RecordSchema)
+        def post(self, body, evaluation_id):
+            """Record an interim score (0..100) while the evaluation is IN_PROGRESS."""
+            visible_evaluation(evaluation_id)
+            return handlers.record_evaluation(
+                evaluation_uow(), handlers.RecordEvaluation(evaluation_id, **body)
             )
-        pagination_parameters.item_count = total
-        return items
 
+    @evaluations_blp.route("/<int(max=2147483647):evaluation_id>/final")
+    class FinalScore(MethodView):
+        @evaluations_blp.arguments(FinalScoreSchema)
+        @evaluations_blp.response(200, EvaluationSchema)
+        @evaluations_blp.alt_response(503, description="Orders side unavailable; see Retry-After")
+        def post(self, body, evaluation_id):
+            """Register the final score: on the order and the evaluation at once, or 503/409."""
+            require_role("manager")
+            return handlers.register_final_score(
+                evaluation_uow(),
+                score_chain,
+                handlers.RegisterFinalScore(evaluation_id, body["score"]),
+                may_see=ensure_managed,
+            )
 
-@evaluations_blp.route("/<int(max=2147483647):evaluation_id>")
-class EvaluationById(MethodView):
-    @evaluations_blp.response(200, EvaluationSchema)
-    def get(self, evaluation_id):
-        return visible_evaluation(evaluation_id)
-
-
-@evaluations_blp.route("/<int(max=2147483647):evaluation_id>/records")
-class EvaluationRecords(MethodView):
-    @evaluations_blp.arguments(RecordSchema)
-    @evaluations_blp.response(201, RecordSchema)
-    def post(self, body, evaluation_id):
-        """Record an interim score (0..100) while the evaluation is IN_PROGRESS."""
-        visible_evaluation(evaluation_id)
-        return handlers.record_evaluation(
-            container().evaluation_uow(), handlers.RecordEvaluation(evaluation_id, **body)
-        )
-
-
-@evaluations_blp.route("/<int(max=2147483647):evaluation_id>/final")
-class FinalScore(MethodView):
-    @evaluations_blp.arguments(FinalScoreSchema)
-    @evaluations_blp.response(200, EvaluationSchema)
-    @evaluations_blp.alt_response(503, description="Orders side unavailable; see Retry-After")
-    def post(self, body, evaluation_id):
-        """Register the final score: on the order and the evaluation at once, or 503/409."""
-        require_role("manager")
-        c = container()
-        return handlers.register_final_score(
-            c.evaluation_uow(),
-            c.score_chain,
-            handlers.RegisterFinalScore(evaluation_id, body["score"]),
-            may_see=ensure_managed,
-        )
+    return [evaluations_blp]

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, fields, validate
 
-from app.bootstrap import container
 from app.learning import handlers
 from app.learning.model import LearningStatus
 from app.security import ensure_visible, manager_scope, require_role
 from app.shared.api import Blueprint, KoreanMobile
-
-managers_blp = Blueprint(
-    "managers", __name__, url_prefix="/managers", description="Learning managers"
-)
-learnings_blp = Blueprint("learnings", __name__, url_prefix="/learnings", description="Learnings")
 
 
 class ManagerSchema(Schema):
@@ -54,76 +50,82 @@ class LearningQuerySchema(Schema):
     )
 
 
-@managers_blp.route("")
-class Managers(MethodView):
-    @managers_blp.arguments(ManagerSchema)
-    @managers_blp.response(201, ManagerSchema)
-    def post(self, body):
-        """Register a manager (admin); waiting learnings may start with them."""
-        require_role()
-        return handlers.register_manager(
-            container().learning_uow(), handlers.RegisterManager(**body)
-        )
+def blueprints(learning_uow: Callable[[], handlers.LearningUnitOfWork]) -> list[Blueprint]:
+    """/managers and /learnings, on the learning context's unit of work."""
+    managers_blp = Blueprint(
+        "managers", __name__, url_prefix="/managers", description="Learning managers"
+    )
+    learnings_blp = Blueprint(
+        "learnings", __name__, url_prefix="/learnings", description="Learnings"
+    )
 
-    @managers_blp.response(200, ManagerSchema(many=True))
-    def get(self):
+    @managers_blp.route("")
+    class Managers(MethodView):
+        @managers_blp.arguments(ManagerSchema)
+        @managers_blp.response(201, ManagerSchema)
+        def post(self, body):
+            """Register a manager (admin); waiting learnings may start with them."""
+            require_role()
+            return handlers.register_manager(learning_uow(), handlers.RegisterManager(**body))
+
+        @managers_blp.response(200, ManagerSchema(many=True))
+        def get(self):
+            require_role("manager")
+            with learning_uow() as uow:
+                return uow.managers.list()
+
+    @learnings_blp.route("")
+    class Learnings(MethodView):
+        @learnings_blp.arguments(LearningQuerySchema, location="query")
+        @learnings_blp.response(200, LearningSchema(many=True))
+        @learnings_blp.paginate()
+        def get(self, query, pagination_parameters):
+            """Learnings by order, manager and status; a manager sees only their own."""
+            require_role("manager")
+            manager_id = manager_scope() or query.get("manager_id")
+            with learning_uow() as uow:
+                items, total = uow.learnings.list(
+                    query.get("order_no"),
+                    manager_id,
+                    query.get("status"),
+                    pagination_parameters.first_item,
+                    pagination_parameters.page_size,
+                )
+            pagination_parameters.item_count = total
+            return items
+
+    def visible_learning(learning_id: int):
+        """Admins see every learning; a manager theirs and the WAITING ones (to take)."""
         require_role("manager")
-        with container().learning_uow() as uow:
-            return uow.managers.list()
-
-
-@learnings_blp.route("")
-class Learnings(MethodView):
-    @learnings_blp.arguments(LearningQuerySchema, location="query")
-    @learnings_blp.response(200, LearningSchema(many=True))
-    @learnings_blp.paginate()
-    def get(self, query, pagination_parameters):
-        """Learnings by order, manager and status; a manager sees only their own."""
-        require_role("manager")
-        manager_id = manager_scope() or query.get("manager_id")
-        with container().learning_uow() as uow:
-            items, total = uow.learnings.list(
-                query.get("order_no"),
-                manager_id,
-                query.get("status"),
-                pagination_parameters.first_item,
-                pagination_parameters.page_size,
-            )
-        pagination_parameters.item_count = total
-        return items
-
-
-def visible_learning(learning_id: int):
-    """Admins see every learning; a manager theirs and the WAITING ones (to take)."""
-    require_role("manager")
-    learning = handlers.get_learning(container().learning_uow(), learning_id)
-    mine = manager_scope()
-    ensure_visible(mine is None or learning.manager_id in (mine, None), f"learning {learning_id}")
-    return learning
-
-
-@learnings_blp.route("/<int(max=2147483647):learning_id>")
-class LearningById(MethodView):
-    @learnings_blp.response(200, LearningSchema)
-    def get(self, learning_id):
-        return visible_learning(learning_id)
-
-
-class StartSchema(Schema):
-    manager_id = fields.Int(required=True, strict=True, validate=validate.Range(1, 2**31 - 1))
-
-
-@learnings_blp.route("/<int(max=2147483647):learning_id>/start")
-class LearningStart(MethodView):
-    @learnings_blp.arguments(StartSchema)
-    @learnings_blp.response(200, LearningSchema)
-    def post(self, body, learning_id):
-        """Start a WAITING learning with the given manager (409 unless WAITING); a manager
-        may only take it on themselves."""
-        visible_learning(learning_id)
+        learning = handlers.get_learning(learning_uow(), learning_id)
         mine = manager_scope()
-        if mine is not None and body["manager_id"] != mine:
-            abort(403, message="a manager starts a learning only with themselves")
-        return handlers.start_learning(
-            container().learning_uow(), handlers.StartLearning(learning_id, body["manager_id"])
+        ensure_visible(
+            mine is None or learning.manager_id in (mine, None), f"learning {learning_id}"
         )
+        return learning
+
+    @learnings_blp.route("/<int(max=2147483647):learning_id>")
+    class LearningById(MethodView):
+        @learnings_blp.response(200, LearningSchema)
+        def get(self, learning_id):
+            return visible_learning(learning_id)
+
+    class StartSchema(Schema):
+        manager_id = fields.Int(required=True, strict=True, validate=validate.Range(1, 2**31 - 1))
+
+    @learnings_blp.route("/<int(max=2147483647):learning_id>/start")
+    class LearningStart(MethodView):
+        @learnings_blp.arguments(StartSchema)
+        @learnings_blp.response(200, LearningSchema)
+        def post(self, body, learning_id):
+            """Start a WAITING learning with the given manager (409 unless WAITING); a manager
+            may only take it on themselves."""
+            visible_learning(learning_id)
+            mine = manager_scope()
+            if mine is not None and body["manager_id"] != mine:
+                abort(403, message="a manager starts a learning only with themselves")
+            return handlers.start_learning(
+                learning_uow(), handlers.StartLearning(learning_id, body["manager_id"])
+            )
+
+    return [managers_blp, learnings_blp]

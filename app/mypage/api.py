@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, fields
+from sqlalchemy.orm import Session
 
-from app.bootstrap import container
 from app.mypage.views import count_for_phone, rows_for_phone
 from app.security import ensure_visible, require_role, student_phone
 from app.shared.api import Blueprint
 from app.shared.phone import normalize_mobile
-
-mypage_blp = Blueprint(
-    "mypage", __name__, url_prefix="/mypage", description="A student's orders at a glance"
-)
 
 
 class MyPageRowSchema(Schema):
@@ -33,21 +31,31 @@ class MyPageRowSchema(Schema):
     updated_at = fields.DateTime(allow_none=True)
 
 
-@mypage_blp.route("/<phone>")
-class MyPage(MethodView):
-    @mypage_blp.response(200, MyPageRowSchema(many=True))
-    @mypage_blp.paginate()
-    def get(self, phone, pagination_parameters):
-        """The student's orders, newest first, with learning, evaluation and scores."""
-        try:
-            phone = normalize_mobile(phone)
-        except ValueError as exc:
-            abort(422, message=f"phone: {exc}")
-        require_role("student")
-        ensure_visible(student_phone() in (None, phone), "My page")
-        # Reads only: each statement on its own, no BEGIN and ROLLBACK round trips.
-        with container().main_session(autocommit=True) as session:
-            pagination_parameters.item_count = count_for_phone(session, phone)
-            return rows_for_phone(
-                session, phone, pagination_parameters.first_item, pagination_parameters.page_size
-            )
+def blueprints(read_session: Callable[[], Session]) -> list[Blueprint]:
+    """/mypage/{phone}, read from the read model only."""
+    mypage_blp = Blueprint(
+        "mypage", __name__, url_prefix="/mypage", description="A student's orders at a glance"
+    )
+
+    @mypage_blp.route("/<phone>")
+    class MyPage(MethodView):
+        @mypage_blp.response(200, MyPageRowSchema(many=True))
+        @mypage_blp.paginate()
+        def get(self, phone, pagination_parameters):
+            """The student's orders, newest first, with learning, evaluation and scores."""
+            try:
+                phone = normalize_mobile(phone)
+            except ValueError as exc:
+                abort(422, message=f"phone: {exc}")
+            require_role("student")
+            ensure_visible(student_phone() in (None, phone), "My page")
+            with read_session() as session:
+                pagination_parameters.item_count = count_for_phone(session, phone)
+                return rows_for_phone(
+                    session,
+                    phone,
+                    pagination_parameters.first_item,
+                    pagination_parameters.page_size,
+                )
+
+    return [mypage_blp]

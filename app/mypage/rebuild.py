@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.orm import Session
 
 from app.mypage.model import MyPageRow
 from app.mypage.projection import apply, new_row
-from app.policies import BY_CONSUMER
 from app.shared.db import on_postgresql, utcnow
+from app.shared.events import EventType
 from app.shared.idempotency import PROCESSED
 from app.shared.outbox import OutboxEvent
 
-CONSUMER = "mypage.project"
 BATCH = 1000
 
 
-def rebuild(session: Session) -> int:
-    """Replace every My page row by the fold of the outbox events the projection handles, and
-    record those events as processed by it, so their redelivery is a no-op. The caller commits.
-    Returns the number of rows."""
+def rebuild(session: Session, consumer: str, event_types: Iterable[EventType]) -> int:
+    """Replace every My page row by the fold of the outbox events of `event_types` (those the
+    projection handles), and record them as processed by `consumer` (the projection's), so
+    their redelivery is a no-op. The caller commits. Returns the number of rows."""
     if on_postgresql(session):
         # The live projection (SELECT ... FOR UPDATE, INSERT) waits until the commit; readers
         # go on seeing the old rows. SQLite serializes its writers already.
         session.execute(text("LOCK TABLE mypage_rows IN EXCLUSIVE MODE"))
     processed = PROCESSED["main"]
     session.execute(delete(MyPageRow))
-    session.execute(delete(processed).where(processed.c.consumer == CONSUMER))
-    types = [str(t) for t in BY_CONSUMER[CONSUMER].events]
+    session.execute(delete(processed).where(processed.c.consumer == consumer))
+    types = [str(t) for t in event_types]
     rows: dict[str, MyPageRow] = {}
     event_ids: list[str] = []
     stream = session.execute(
@@ -48,7 +49,7 @@ def rebuild(session: Session) -> int:
         now = utcnow()
         session.execute(
             insert(processed),
-            [{"consumer": CONSUMER, "event_id": e, "processed_at": now} for e in event_ids],
+            [{"consumer": consumer, "event_id": e, "processed_at": now} for e in event_ids],
         )
     session.flush()
     return len(rows)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from app.bootstrap import container
+from app.notification import handlers
 from app.security import require_role, student_phone
 from app.shared.api import Blueprint, KoreanMobile
-
-sms_blp = Blueprint("sms", __name__, url_prefix="/sms", description="SMS sent to students")
 
 
 class SmsSchema(Schema):
@@ -31,20 +31,28 @@ class SmsQuerySchema(Schema):
     order_no = fields.Str(validate=validate.Length(max=32))
 
 
-@sms_blp.route("")
-class SmsMessages(MethodView):
-    @sms_blp.arguments(SmsQuerySchema, location="query")
-    @sms_blp.response(200, SmsSchema(many=True))
-    @sms_blp.paginate()
-    def get(self, query, pagination_parameters):
-        require_role("student")
-        phone = student_phone() or query.get("phone")
-        with container().notification_uow() as uow:
-            items, total = uow.messages.list(
-                phone,
-                query.get("order_no"),
-                pagination_parameters.first_item,
-                pagination_parameters.page_size,
-            )
-        pagination_parameters.item_count = total
-        return items
+def blueprints(
+    notification_uow: Callable[[], handlers.NotificationUnitOfWork],
+) -> list[Blueprint]:
+    """/sms, on the notification context's unit of work."""
+    sms_blp = Blueprint("sms", __name__, url_prefix="/sms", description="SMS sent to students")
+
+    @sms_blp.route("")
+    class SmsMessages(MethodView):
+        @sms_blp.arguments(SmsQuerySchema, location="query")
+        @sms_blp.response(200, SmsSchema(many=True))
+        @sms_blp.paginate()
+        def get(self, query, pagination_parameters):
+            require_role("student")
+            phone = student_phone() or query.get("phone")
+            with notification_uow() as uow:
+                items, total = uow.messages.list(
+                    phone,
+                    query.get("order_no"),
+                    pagination_parameters.first_item,
+                    pagination_parameters.page_size,
+                )
+            pagination_parameters.item_count = total
+            return items
+
+    return [sms_blp]

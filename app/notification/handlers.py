@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
+from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from app.notification.model import SmsStatus, idempotency_key
@@ -17,7 +20,16 @@ log = structlog.get_logger(__name__)
 
 
 class NotificationUnitOfWork(UnitOfWork):
+    """The notification database and the SMS gateway the context sends through."""
+
     messages: SmsRepository
+
+    def __init__(
+        self, session_factory: Callable[..., Session], sender: SmsSender, max_attempts: int
+    ):
+        super().__init__(session_factory, None)  # notification raises no events: no outbox
+        self.sender = sender
+        self.max_attempts = max_attempts
 
     def __enter__(self) -> NotificationUnitOfWork:
         super().__enter__()
@@ -25,7 +37,7 @@ class NotificationUnitOfWork(UnitOfWork):
         return self
 
 
-def record_sms(uow: NotificationUnitOfWork, events: list[Event], provider: str) -> None:
+def record_sms(uow: NotificationUnitOfWork, events: list[Event]) -> None:
     """Write the message rows (PENDING) for the events' students, once per event and phone."""
     now = utcnow()
     messages = {}
@@ -41,7 +53,7 @@ def record_sms(uow: NotificationUnitOfWork, events: list[Event], provider: str) 
             "order_no": event.order_no,
             "message": text,
             "status": SmsStatus.PENDING,
-            "provider": provider,
+            "provider": uow.sender.name,
             "attempts": 0,
             "created_at": now,
         }
@@ -51,12 +63,10 @@ def record_sms(uow: NotificationUnitOfWork, events: list[Event], provider: str) 
 def send_pending_sms(
     uow: NotificationUnitOfWork,
     events: list[Event],
-    sender: SmsSender,
-    max_attempts: int,
     quick_retries: int = 3,
 ) -> dict[str, str]:
     """Send the events' PENDING messages, in one locked pass. A transient failure is retried
-    here with backoff, then again on the event's redelivery; after `max_attempts` rounds the
+    here with backoff, then again on the event's redelivery; after MAX_ATTEMPTS rounds the
     message FAILS. Returns the events to deliver again, with the reason."""
     retry: dict[str, str] = {}
     # One policy for the batch: each iteration over it starts afresh.
@@ -87,13 +97,13 @@ def send_pending_sms(
             try:
                 for tried in retrying:
                     with tried:
-                        attempt["provider_message_id"] = sender.send(outgoing)
+                        attempt["provider_message_id"] = uow.sender.send(outgoing)
                 attempt.update(status=SmsStatus.SENT, sent_at=utcnow())
             except PermanentSendError as exc:
                 attempt.update(status=SmsStatus.FAILED, last_error=str(exc))
             except TransientSendError as exc:
                 attempt["last_error"] = str(exc)
-                if attempt["attempts"] >= max_attempts:
+                if attempt["attempts"] >= uow.max_attempts:
                     attempt["status"] = SmsStatus.FAILED
                 else:
                     retry[message.event_id] = f"TransientSendError: {exc}"

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from sqlalchemy.orm import Session
 
-from app.bootstrap import container
 from app.learning import public as learning
 from app.orders import handlers
 from app.orders.model import OrderStatus
-from app.security import (
-    cancel_limit,
-    current,
-    ensure_visible,
-    order_limit,
-    require_role,
-    student_phone,
-)
+from app.security import Limits, current, ensure_visible, require_role, student_phone
 from app.shared.api import Blueprint, KoreanMobile
 from app.shared.errors import Unavailable
 
 # SPEC 7: shown to the student when learning is overloaded.
 OVERLOADED = "주문이 많아 처리가 지연되고 있습니다. 잠시 후 다시 시도해 주세요."
-
-courses_blp = Blueprint("courses", __name__, url_prefix="/courses", description="Course catalog")
-orders_blp = Blueprint("orders", __name__, url_prefix="/orders", description="Course orders")
 
 
 class CourseSchema(Schema):
@@ -88,114 +80,122 @@ class IdempotencyHeaderSchema(Schema):
     idempotency_key = fields.Str(data_key="Idempotency-Key", validate=validate.Length(1, 128))
 
 
-@courses_blp.route("")
-class Courses(MethodView):
-    @courses_blp.arguments(CourseQuerySchema, location="query")
-    @courses_blp.response(200, CourseSchema(many=True))
-    @courses_blp.paginate()
-    def get(self, query, pagination_parameters):
-        """Search the active courses by title/description (`q`) and category."""
-        with container().orders_uow() as uow:
-            items, total = uow.courses.search(
-                query.get("q"),
-                query.get("category"),
-                pagination_parameters.first_item,
-                pagination_parameters.page_size,
-            )
-        pagination_parameters.item_count = total
-        return items
+def blueprints(
+    orders_uow: Callable[[], handlers.OrdersUnitOfWork],
+    read_session: Callable[[], Session],
+    learning_overloaded: Callable[[], bool],
+    limits: Limits,
+) -> list[Blueprint]:
+    """/courses and /orders, on the orders context's unit of work."""
+    courses_blp = Blueprint(
+        "courses", __name__, url_prefix="/courses", description="Course catalog"
+    )
+    orders_blp = Blueprint("orders", __name__, url_prefix="/orders", description="Course orders")
 
-    @courses_blp.arguments(CourseSchema)
-    @courses_blp.response(201, CourseSchema)
-    def post(self, body):
-        """Add a course to the catalog (admin)."""
-        require_role()
-        return handlers.create_course(container().orders_uow(), handlers.CreateCourse(**body))
+    @courses_blp.route("")
+    class Courses(MethodView):
+        @courses_blp.arguments(CourseQuerySchema, location="query")
+        @courses_blp.response(200, CourseSchema(many=True))
+        @courses_blp.paginate()
+        def get(self, query, pagination_parameters):
+            """Search the active courses by title/description (`q`) and category."""
+            with orders_uow() as uow:
+                items, total = uow.courses.search(
+                    query.get("q"),
+                    query.get("category"),
+                    pagination_parameters.first_item,
+                    pagination_parameters.page_size,
+                )
+            pagination_parameters.item_count = total
+            return items
 
+        @courses_blp.arguments(CourseSchema)
+        @courses_blp.response(201, CourseSchema)
+        def post(self, body):
+            """Add a course to the catalog (admin)."""
+            require_role()
+            return handlers.create_course(orders_uow(), handlers.CreateCourse(**body))
 
-@courses_blp.route("/<course_no>")
-class CourseByNo(MethodView):
-    @courses_blp.response(200, CourseSchema)
-    def get(self, course_no):
-        return handlers.get_course(container().orders_uow(), course_no)
+    @courses_blp.route("/<course_no>")
+    class CourseByNo(MethodView):
+        @courses_blp.response(200, CourseSchema)
+        def get(self, course_no):
+            return handlers.get_course(orders_uow(), course_no)
 
-    @courses_blp.arguments(CoursePatchSchema)
-    @courses_blp.response(200, CourseSchema)
-    def patch(self, body, course_no):
-        """Change a course (admin); `{"active": false}` takes it off the catalog."""
-        require_role()
-        return handlers.update_course(container().orders_uow(), course_no, body)
+        @courses_blp.arguments(CoursePatchSchema)
+        @courses_blp.response(200, CourseSchema)
+        def patch(self, body, course_no):
+            """Change a course (admin); `{"active": false}` takes it off the catalog."""
+            require_role()
+            return handlers.update_course(orders_uow(), course_no, body)
 
-
-def visible_order(order_no: str):
-    """The order if the caller may see it: admins all, students their phone's, managers those
-    of the learnings they run; else 404 as if it did not exist."""
-    c, principal = container(), current()
-    order = handlers.get_order(c.orders_uow(), order_no)
-    if principal.role == "student":
-        ensure_visible(order.phone == principal.phone, f"order {order_no}")
-    elif principal.role == "manager":
-        with c.main_session() as session:
-            runs_it = learning.manager_of_order(session, order_no) == principal.manager_id
-        ensure_visible(runs_it, f"order {order_no}")
-    return order
-
-
-@orders_blp.route("")
-class Orders(MethodView):
-    decorators = [order_limit()]
-
-    @orders_blp.arguments(IdempotencyHeaderSchema, location="headers")
-    @orders_blp.arguments(PlaceOrderSchema)
-    @orders_blp.response(201, OrderSchema)
-    @orders_blp.alt_response(429, description="Too many orders; see Retry-After")
-    @orders_blp.alt_response(503, description="Learning is overloaded; see Retry-After")
-    def post(self, headers, body):
-        """Order a course. Send `Idempotency-Key` to make a retried request safe."""
-        principal = require_role("student")
-        if principal.role == "student" and body["phone"] != principal.phone:
-            abort(403, message="a student orders for their own phone")
-        c = container()
-        if c.learning_backlog() > c.settings.learning_backlog_limit:
-            raise Unavailable(OVERLOADED, retry_after_s=5)
-        order, _created = handlers.place_order(
-            c.orders_uow(),
-            handlers.PlaceOrder(idempotency_key=headers.get("idempotency_key"), **body),
-        )
+    def visible_order(order_no: str):
+        """The order if the caller may see it: admins all, students their phone's, managers those
+        of the learnings they run; else 404 as if it did not exist."""
+        principal = current()
+        order = handlers.get_order(orders_uow(), order_no)
+        if principal.role == "student":
+            ensure_visible(order.phone == principal.phone, f"order {order_no}")
+        elif principal.role == "manager":
+            with read_session() as session:
+                runs_it = learning.manager_of_order(session, order_no) == principal.manager_id
+            ensure_visible(runs_it, f"order {order_no}")
         return order
 
-    @orders_blp.arguments(OrderQuerySchema, location="query")
-    @orders_blp.response(200, OrderSchema(many=True))
-    @orders_blp.paginate()
-    def get(self, query, pagination_parameters):
-        """Orders by phone and status; a student sees only their own."""
-        require_role("student")
-        phone = student_phone() or query.get("phone")
-        with container().orders_uow() as uow:
-            items, total = uow.orders.list(
-                phone,
-                query.get("status"),
-                pagination_parameters.first_item,
-                pagination_parameters.page_size,
+    @orders_blp.route("")
+    class Orders(MethodView):
+        decorators = [limits.orders]
+
+        @orders_blp.arguments(IdempotencyHeaderSchema, location="headers")
+        @orders_blp.arguments(PlaceOrderSchema)
+        @orders_blp.response(201, OrderSchema)
+        @orders_blp.alt_response(429, description="Too many orders; see Retry-After")
+        @orders_blp.alt_response(503, description="Learning is overloaded; see Retry-After")
+        def post(self, headers, body):
+            """Order a course. Send `Idempotency-Key` to make a retried request safe."""
+            principal = require_role("student")
+            if principal.role == "student" and body["phone"] != principal.phone:
+                abort(403, message="a student orders for their own phone")
+            if learning_overloaded():
+                raise Unavailable(OVERLOADED, retry_after_s=5)
+            order, _created = handlers.place_order(
+                orders_uow(),
+                handlers.PlaceOrder(idempotency_key=headers.get("idempotency_key"), **body),
             )
-        pagination_parameters.item_count = total
-        return items
+            return order
 
+        @orders_blp.arguments(OrderQuerySchema, location="query")
+        @orders_blp.response(200, OrderSchema(many=True))
+        @orders_blp.paginate()
+        def get(self, query, pagination_parameters):
+            """Orders by phone and status; a student sees only their own."""
+            require_role("student")
+            phone = student_phone() or query.get("phone")
+            with orders_uow() as uow:
+                items, total = uow.orders.list(
+                    phone,
+                    query.get("status"),
+                    pagination_parameters.first_item,
+                    pagination_parameters.page_size,
+                )
+            pagination_parameters.item_count = total
+            return items
 
-@orders_blp.route("/<order_no>")
-class OrderByNo(MethodView):
-    @orders_blp.response(200, OrderSchema)
-    def get(self, order_no):
-        return visible_order(order_no)
+    @orders_blp.route("/<order_no>")
+    class OrderByNo(MethodView):
+        @orders_blp.response(200, OrderSchema)
+        def get(self, order_no):
+            return visible_order(order_no)
 
+    @orders_blp.route("/<order_no>/cancel")
+    class OrderCancel(MethodView):
+        decorators = [limits.cancels]
 
-@orders_blp.route("/<order_no>/cancel")
-class OrderCancel(MethodView):
-    decorators = [cancel_limit()]
+        @orders_blp.response(200, OrderSchema)
+        def post(self, order_no):
+            """Cancel the order (again: 200); 409 once it is completed."""
+            require_role("student")
+            visible_order(order_no)
+            return handlers.cancel_order(orders_uow(), order_no)
 
-    @orders_blp.response(200, OrderSchema)
-    def post(self, order_no):
-        """Cancel the order (again: 200); 409 once it is completed."""
-        require_role("student")
-        visible_order(order_no)
-        return handlers.cancel_order(container().orders_uow(), order_no)
+    return [courses_blp, orders_blp]

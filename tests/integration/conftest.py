@@ -7,7 +7,7 @@ from contextlib import contextmanager
 import pytest
 
 from app import create_app
-from app.bootstrap import Container
+from app.bootstrap import bootstrap
 from app.config import Settings
 from app.migrate import upgrade
 from app.shared.db import make_engine
@@ -67,7 +67,7 @@ def engines(it_settings):
 @pytest.fixture
 def container(it_settings, engines):
     """A container whose sessions all join one transaction per database, rolled back after."""
-    c = Container(it_settings, sms_sender=FakeSender())
+    c = bootstrap(it_settings, sms_sender=FakeSender())
     connections = {}
     for bind, engine in engines.items():
         connection = engine.connect()
@@ -85,10 +85,21 @@ def _with_token(test_client, token: str):
 
 
 @pytest.fixture
-def client(it_settings, container):
+def client_with(container):
+    """client_with(): a new admin's client of an app built on the container as it is now, for
+    a test that has just swapped one of its adapters (the score chain, say)."""
+
+    def make():
+        app = create_app(container)
+        return _with_token(app.test_client(), container.tokens.issue("admin"))
+
+    return make
+
+
+@pytest.fixture
+def client(client_with):
     """An admin's client (most tests are about behaviour, not access)."""
-    app = create_app(it_settings, container=container)
-    return _with_token(app.test_client(), container.tokens.issue("admin"))
+    return client_with()
 
 
 @pytest.fixture
@@ -123,6 +134,6 @@ def fake_celery():
 @pytest.fixture
 def committing_container(committing_settings):
     """A container whose sessions really commit, for tests of concurrent writers."""
-    c = Container(committing_settings, sms_sender=FakeSender())
+    c = bootstrap(committing_settings, sms_sender=FakeSender())
     yield c
     c.db.dispose()

@@ -6,9 +6,9 @@ import json
 
 from sqlalchemy import select
 
+from app.consumer import consume
 from app.evaluation.handlers import ScoreOutcome, ScoreUnavailable
 from app.policies import BY_CONSUMER
-from app.shared.consumer import consume
 from app.shared.outbox import OutboxEvent
 from tests.helpers import course_body, order_body, random_phone
 
@@ -119,7 +119,9 @@ def test_a_waiting_learning_is_started_by_hand_once(client, container):
     assert [x["id"] for x in by_manager] == [learning["id"]]
 
 
-def test_records_and_the_final_score_then_the_order_is_completed_with_it(client, container):
+def test_records_and_the_final_score_then_the_order_is_completed_with_it(
+    client, client_with, container
+):
     order, evaluation = an_evaluation(client, container)
     url = f"/evaluations/{evaluation['id']}"
     created(client.post(f"{url}/records", json={"score": 65, "comment": "중간 점검"}))
@@ -127,6 +129,7 @@ def test_records_and_the_final_score_then_the_order_is_completed_with_it(client,
     error(client.post(f"{url}/records", json={"score": "high"}), 422)
     error(client.post(f"{url}/final", json={"score": -1}), 422)
     container.score_chain = ChainThatCompletes(container)
+    client = client_with()
     final = created(client.post(f"{url}/final", json={"score": 92}))
     assert final["status"] == "FINAL" and final["final_score"] == 92
     assert [r["score"] for r in final["records"]] == [65]
@@ -138,9 +141,12 @@ def test_records_and_the_final_score_then_the_order_is_completed_with_it(client,
     error(client.post(f"/orders/{order['order_no']}/cancel"), 409)
 
 
-def test_given_the_orders_side_down_the_final_score_is_503_and_nothing_changes(client, container):
+def test_given_the_orders_side_down_the_final_score_is_503_and_nothing_changes(
+    client, client_with, container
+):
     order, evaluation = an_evaluation(client, container)
     container.score_chain = ChainThatIsDown()
+    client = client_with()
     response = client.post(f"/evaluations/{evaluation['id']}/final", json={"score": 80})
     error(response, 503)
     assert response.headers["Retry-After"] == "3"
@@ -148,10 +154,11 @@ def test_given_the_orders_side_down_the_final_score_is_503_and_nothing_changes(c
     assert client.get(f"/orders/{order['order_no']}").json["status"] == "ORDERED"
 
 
-def test_given_a_cancelled_order_the_final_score_is_a_conflict(client, container):
+def test_given_a_cancelled_order_the_final_score_is_a_conflict(client, client_with, container):
     order, evaluation = an_evaluation(client, container)
     created(client.post(f"/orders/{order['order_no']}/cancel"))
     container.score_chain = ChainThatCompletes(container)
+    client = client_with()
     error(client.post(f"/evaluations/{evaluation['id']}/final", json={"score": 80}), 409)
     assert client.get(f"/orders/{order['order_no']}").json["status"] == "CANCELLED"
 

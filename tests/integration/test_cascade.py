@@ -5,13 +5,13 @@ from datetime import date
 
 from sqlalchemy import select
 
+from app.consumer import consume
 from app.evaluation.handlers import finalize_evaluation
 from app.evaluation.model import Evaluation
 from app.learning.handlers import RegisterManager, register_manager
 from app.learning.model import Learning
 from app.orders import handlers as orders
 from app.policies import BY_CONSUMER, subscribers
-from app.shared.consumer import consume
 from app.shared.errors import Conflict
 from app.shared.outbox import OutboxEvent
 from tests.helpers import random_course_no, random_phone

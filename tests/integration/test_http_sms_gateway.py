@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import select
 
-from app.notification.handlers import record_sms, send_pending_sms
+from app.notification.handlers import NotificationUnitOfWork, record_sms, send_pending_sms
 from app.notification.model import SmsMessage, SmsStatus
 from app.notification.senders import HttpSender, Outgoing, PermanentSendError, TransientSendError
 from app.shared.events import Event, EventType
@@ -168,7 +168,7 @@ def a_pending_sms(container) -> tuple[Event, SmsMessage]:
         {"order_no": order_no, "phone": random_phone(), "course_title": "파이썬 입문"},
     )
     with container.notification_uow() as uow:
-        record_sms(uow, [event], "http")
+        record_sms(uow, [event])
         uow.commit()
     return event, stored(container, event)
 
@@ -183,7 +183,8 @@ def stored(container, event: Event) -> SmsMessage:
 
 
 def send(container, event, sender, max_attempts=3) -> dict[str, str]:
-    return send_pending_sms(container.notification_uow(), [event], sender, max_attempts)
+    uow = NotificationUnitOfWork(lambda: container.db.session("notification"), sender, max_attempts)
+    return send_pending_sms(uow, [event])
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,13 @@
 """My page rebuilt from the event log gives back the rows the live projection wrote."""
 
+import dataclasses
 from datetime import date
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
+from app.consumer import consume
 from app.evaluation.handlers import RecordEvaluation, record_evaluation
 from app.learning.handlers import RegisterManager, register_manager
 from app.mypage.model import MyPageRow
@@ -13,7 +15,6 @@ from app.mypage.projection import new_row
 from app.mypage.rebuild import rebuild
 from app.orders import handlers
 from app.policies import BY_CONSUMER, POLICIES, Policy
-from app.shared.consumer import consume
 from app.shared.events import EventType
 from app.shared.idempotency import PROCESSED
 from app.shared.outbox import Delivery, DeliveryStatus, OutboxEvent
@@ -99,7 +100,7 @@ def run_rebuild(container) -> None:
     """Rebuild and commit; the count returned is that of the rows now in the table. (Tests with
     real commits leave rows of their own, so the table holds more than this test's orders.)"""
     with container.main_session() as session:
-        count = rebuild(session)
+        count = rebuild(session, PROJECT.consumer, PROJECT.events)
         session.commit()
         assert count == session.execute(select(func.count()).select_from(MyPageRow)).scalar_one()
 
@@ -122,13 +123,11 @@ def counting(policy: Policy) -> tuple[Policy, list[str]]:
     """The real policy, recording the events it actually handles."""
     handled: list[str] = []
 
-    def handle(c, uow, events):
+    def handle(uow, events):
         handled.extend(event.event_id for event in events)
-        policy.handle(c, uow, events)
+        policy.handle(uow, events)
 
-    return Policy(
-        policy.consumer, policy.queue, policy.events, policy.bind, policy.unit_of_work, handle
-    ), handled
+    return dataclasses.replace(policy, handle=handle), handled
 
 
 def test_given_rows_projected_live_when_rebuilt_then_the_same_rows_come_back(container):
@@ -209,7 +208,9 @@ def test_given_a_rebuild_in_progress_then_the_live_projection_waits_and_readers_
 ):
     an_order(container)
     with container.main_session() as session:
-        rebuild(session)  # not committed yet: the test's transaction holds the lock
+        rebuild(
+            session, PROJECT.consumer, PROJECT.events
+        )  # not committed yet: the test's transaction holds the lock
         with engines["main"].connect() as other:
             other.execute(text("SET lock_timeout = '100ms'"))
             other.execute(select(MyPageRow.order_no)).all()  # a reader does not wait

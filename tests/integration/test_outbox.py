@@ -6,11 +6,11 @@ from datetime import date
 import pytest
 from sqlalchemy import select
 
+from app.consumer import consume
 from app.learning.handlers import RegisterManager, register_manager
 from app.orders import handlers
 from app.orders.model import Course, Order
 from app.policies import BY_CONSUMER
-from app.shared.consumer import consume
 from app.shared.errors import Conflict
 from app.shared.events import EventType
 from app.shared.outbox import Delivery, OutboxEvent

@@ -14,13 +14,13 @@ from celery import Celery
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
+from app.consumer import announce_done, consume
 from app.evaluation.handlers import finalize_evaluation
 from app.evaluation.model import Evaluation
 from app.learning.handlers import RegisterManager, register_manager
 from app.mypage.model import MyPageRow
 from app.orders import handlers
 from app.policies import BY_CONSUMER
-from app.shared.consumer import announce_done, consume
 from app.shared.db import utcnow
 from app.shared.outbox import NOTIFY_CHANNEL, Delivery, OutboxEvent, claim_due
 from tests.conftest import REDIS_URL

@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from app import create_app
-from app.bootstrap import Container
+from app.bootstrap import bootstrap
+from app.security import Tokens
 from tests.conftest import REDIS_URL
 from tests.helpers import course_body, order_body, random_phone
 from tests.integration.test_api_flow import deliver_all
@@ -179,12 +180,12 @@ def test_probes_metrics_and_the_api_description_need_no_token(client):
 
 def make_app(it_settings, container_settings=None, **changes):
     settings = dataclasses.replace(it_settings, **changes)
-    return create_app(settings, container=Container(settings))
+    return create_app(bootstrap(settings))
 
 
 def test_too_many_orders_from_one_student_get_429_with_retry_after(it_settings):
     app = make_app(it_settings, rate_limit_orders="2/minute")
-    tokens = app.extensions["onlinestudy"].tokens
+    tokens = Tokens(it_settings)
     phone = random_phone()
     student = app.test_client()
     student.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens.issue('student', phone=phone)}"
@@ -206,7 +207,7 @@ def test_a_students_order_counts_against_the_limit_in_one_redis_round_trip(it_se
     # The count is all a request under the limit needs: reading its window back for headers
     # (GET and TTL of the key) was a second round trip on every order.
     app = make_app(it_settings, rate_limit_storage_url=REDIS_URL, rate_limit_orders="2/minute")
-    tokens = app.extensions["onlinestudy"].tokens
+    tokens = Tokens(it_settings)
     phone = random_phone()
     student = app.test_client()
     student.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens.issue('student', phone=phone)}"

@@ -36,9 +36,11 @@ class FakeMessages:
 
 
 class FakeNotificationUnitOfWork(FakeUnitOfWork):
-    def __init__(self):
+    def __init__(self, sender: FakeSender, max_attempts: int = 5):
         super().__init__()
         self.messages = FakeMessages()
+        self.sender = sender
+        self.max_attempts = max_attempts
 
 
 def learning_started() -> Event:
@@ -65,12 +67,13 @@ def test_every_milestone_has_a_korean_text_with_its_details():
 
 
 def test_given_the_same_event_twice_then_one_message_is_stored_and_sent_once():
-    uow, sender = FakeNotificationUnitOfWork(), FakeSender()
+    sender = FakeSender()
+    uow = FakeNotificationUnitOfWork(sender)
     event = learning_started()
     for _ in range(2):
-        record_sms(uow, [event], sender.name)
+        record_sms(uow, [event])
         uow.commit()  # as the consumer runner does, before the send
-        send_pending_sms(uow, [event], sender, max_attempts=5)
+        send_pending_sms(uow, [event])
     [message] = uow.messages.items
     assert message.status == SmsStatus.SENT and message.provider_message_id == "provider-1"
     assert len(sender.sent) == 1
@@ -78,31 +81,33 @@ def test_given_the_same_event_twice_then_one_message_is_stored_and_sent_once():
 
 
 def test_given_a_gateway_hiccup_when_sending_then_it_is_retried_and_sent():
-    uow, sender = FakeNotificationUnitOfWork(), FakeSender([TransientSendError("503")])
+    sender = FakeSender([TransientSendError("503")])
+    uow = FakeNotificationUnitOfWork(sender)
     event = learning_started()
-    record_sms(uow, [event], sender.name)
-    send_pending_sms(uow, [event], sender, max_attempts=5)
+    record_sms(uow, [event])
+    send_pending_sms(uow, [event])
     assert uow.messages.items[0].status == SmsStatus.SENT
     assert sender.calls == 2
 
 
 def test_given_a_permanent_refusal_then_the_message_fails_at_once():
-    uow, sender = FakeNotificationUnitOfWork(), FakeSender([PermanentSendError("400")])
+    sender = FakeSender([PermanentSendError("400")])
+    uow = FakeNotificationUnitOfWork(sender)
     event = learning_started()
-    record_sms(uow, [event], sender.name)
-    send_pending_sms(uow, [event], sender, max_attempts=5)
+    record_sms(uow, [event])
+    send_pending_sms(uow, [event])
     assert uow.messages.items[0].status == SmsStatus.FAILED
     assert sender.calls == 1
 
 
 def test_given_a_gateway_down_for_good_then_the_message_fails_after_the_last_round():
-    uow = FakeNotificationUnitOfWork()
     sender = FakeSender([TransientSendError("timeout")] * 100)
+    uow = FakeNotificationUnitOfWork(sender, max_attempts=3)
     event = learning_started()
-    record_sms(uow, [event], sender.name)
+    record_sms(uow, [event])
     raised = 0
     for _ in range(3):
-        if send_pending_sms(uow, [event], sender, max_attempts=3, quick_retries=2):
+        if send_pending_sms(uow, [event], quick_retries=2):
             raised += 1
     message = uow.messages.items[0]
     assert raised == 2  # the first two rounds ask for a redelivery, the last one gives up
@@ -110,15 +115,15 @@ def test_given_a_gateway_down_for_good_then_the_message_fails_after_the_last_rou
 
 
 def test_given_a_batch_when_the_gateway_fails_a_whole_round_then_the_rest_wait_untried():
-    uow = FakeNotificationUnitOfWork()
     sender = FakeSender([TransientSendError("503")] * 2)
+    uow = FakeNotificationUnitOfWork(sender)
     events = [learning_started() for _ in range(3)]
-    record_sms(uow, events, sender.name)
+    record_sms(uow, events)
 
-    retry = send_pending_sms(uow, events, sender, max_attempts=5, quick_retries=2)
+    retry = send_pending_sms(uow, events, quick_retries=2)
 
     assert set(retry) == {e.event_id for e in events}
     assert [m.attempts for m in uow.messages.items] == [1, 0, 0]
     assert sender.calls == 2  # the first message's round; the others did not wait it out
-    assert send_pending_sms(uow, events, sender, max_attempts=5) == {}  # the redelivery
+    assert send_pending_sms(uow, events) == {}  # the redelivery
     assert [m.status for m in uow.messages.items] == [SmsStatus.SENT] * 3

@@ -9,19 +9,16 @@ failure counted and the others go through.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import structlog
 
+from app.container import Container
 from app.observability import EVENTS
+from app.policies import Policy
 from app.shared.events import Event
 from app.shared.idempotency import claim_all
 from app.shared.outbox import announce_task_done, record_done, record_failure
 from app.shared.uow import correlation_id
-
-if TYPE_CHECKING:
-    from app.bootstrap import Container
-    from app.policies import Policy
 
 log = structlog.get_logger(__name__)
 
@@ -100,11 +97,11 @@ def _apply(
     container: Container, policy: Policy, events: list[Event], announce_end: bool = False
 ) -> None:
     ids = [event.event_id for event in events]
-    with getattr(container, policy.unit_of_work)() as uow:
+    with policy.unit_of_work(container) as uow:
         fresh = claim_all(uow.session, policy.bind, policy.consumer, ids)
         todo = [event for event in events if event.event_id in fresh]
         if todo:
-            policy.handle(container, uow, todo)
+            policy.handle(uow, todo)
         if _done_with_effects(policy):
             record_done(uow.session, policy.consumer, ids)
             if announce_end:  # the task's last commit: its NOTIFY goes out with it
@@ -130,7 +127,7 @@ def _apply_alone(container: Container, policy: Policy, event: Event) -> bool:
 def _after_commit(container: Container, policy: Policy, events: list[Event]) -> list[Event]:
     """Run the policy's work after the commit; returns the events it completed."""
     try:
-        retry = policy.after_commit(container, events)
+        retry = policy.after_commit(policy.unit_of_work(container), events)
     except Exception as exc:  # noqa: BLE001 - e.g. the database went away: all are retried
         retry = {event.event_id: f"{exc.__class__.__name__}: {exc}" for event in events}
     for event in events:
