@@ -7,9 +7,9 @@ from marshmallow import Schema, fields, validate
 
 from app.bootstrap import container
 from app.evaluation import handlers
-from app.evaluation.model import EvaluationStatus
 from app.security import ensure_visible, manager_scope, require_role
 from app.shared.api import Blueprint
+from app.shared.states import EvaluationStatus
 
 evaluations_blp = Blueprint(
     "evaluations", __name__, url_prefix="/evaluations", description="Evaluations and final scores"

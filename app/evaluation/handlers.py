@@ -6,10 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from app.evaluation.model import Evaluation, EvaluationRecord, EvaluationStatus
+from app.evaluation.model import Evaluation, EvaluationRecord
 from app.evaluation.repository import EvaluationRepository
 from app.shared.errors import Conflict, Unavailable, found
 from app.shared.events import Event
+from app.shared.states import EvaluationStatus
 from app.shared.uow import UnitOfWork, each_correlated
 
 if TYPE_CHECKING:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session, joinedload, lazyload
 
-from app.evaluation.model import Evaluation, EvaluationStatus
+from app.evaluation.model import Evaluation
 from app.shared.db import among, column_values, insert_missing, paged, where_given
+from app.shared.states import EvaluationStatus
 
 _evaluations = Evaluation.__table__.c
 _STATE_OF = select(

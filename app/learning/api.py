@@ -8,9 +8,9 @@ from marshmallow import Schema, fields, validate
 
 from app.bootstrap import container
 from app.learning import handlers
-from app.learning.model import LearningStatus
 from app.security import ensure_visible, manager_scope, require_role
 from app.shared.api import Blueprint, KoreanMobile
+from app.shared.states import LearningStatus
 
 managers_blp = Blueprint(
     "managers", __name__, url_prefix="/managers", description="Learning managers"

@@ -6,10 +6,11 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass
 
-from app.learning.model import Learning, LearningStatus, Manager
+from app.learning.model import Learning, Manager
 from app.learning.repository import LearningRepository, ManagerRepository
 from app.shared.errors import Conflict, found
 from app.shared.events import Event, EventType
+from app.shared.states import LearningStatus
 from app.shared.uow import UnitOfWork, each_correlated
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from app.learning.model import Learning, LearningStatus, Manager
+from app.learning.model import Learning, Manager
 from app.shared.db import among, column_values, insert_rows, paged, where_given
+from app.shared.states import LearningStatus
 
 
 class ManagerRepository:

@@ -9,7 +9,6 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from app.bootstrap import container
 from app.learning import public as learning
 from app.orders import handlers
-from app.orders.model import OrderStatus
 from app.security import (
     cancel_limit,
     current,
@@ -20,6 +19,7 @@ from app.security import (
 )
 from app.shared.api import Blueprint, KoreanMobile
 from app.shared.errors import Unavailable
+from app.shared.states import OrderStatus
 
 # SPEC 7: shown to the student when learning is overloaded.
 OVERLOADED = "주문이 많아 처리가 지연되고 있습니다. 잠시 후 다시 시도해 주세요."

@@ -9,9 +9,10 @@ from datetime import date
 
 from sqlalchemy.exc import IntegrityError
 
-from app.orders.model import Course, Order, OrderStatus
+from app.orders.model import Course, Order
 from app.orders.repository import CourseRepository, OrderRepository
 from app.shared.errors import Conflict, InvalidInput, found
+from app.shared.states import OrderStatus
 from app.shared.uow import UnitOfWork
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import Row, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from app.orders.model import Course, Order, OrderStatus
+from app.orders.model import Course, Order
 from app.shared.db import paged, where_given
+from app.shared.states import OrderStatus
 
 _courses = Course.__table__
 _FOR_ORDER = select(_courses.c.course_no, _courses.c.title, _courses.c.active).where(

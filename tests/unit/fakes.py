@@ -7,8 +7,8 @@ import itertools
 from sqlalchemy.exc import IntegrityError
 
 from app.notification.senders import Outgoing
-from app.orders.model import OrderStatus
 from app.shared.events import Aggregate, Event
+from app.shared.states import OrderStatus
 from app.shared.uow import correlation_id
 
 _ids = itertools.count(1)

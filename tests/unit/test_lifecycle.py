@@ -6,11 +6,12 @@ import pytest
 
 from app.evaluation import handlers as evaluation
 from app.evaluation.handlers import ScoreOutcome, ScoreUnavailable
-from app.evaluation.model import Evaluation, EvaluationStatus
+from app.evaluation.model import Evaluation
 from app.learning.model import Learning, Manager
-from app.orders.model import Course, Order, OrderStatus
+from app.orders.model import Course, Order
 from app.shared.errors import Conflict, NotFound, Unavailable
 from app.shared.events import EventType
+from app.shared.states import EvaluationStatus, OrderStatus
 
 
 def an_order() -> Order:

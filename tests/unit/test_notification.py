@@ -1,10 +1,11 @@
 """SMS texts and sending: retries, failures, one message per event and phone (fakes)."""
 
 from app.notification.handlers import record_sms, send_pending_sms
-from app.notification.model import SmsMessage, SmsStatus
+from app.notification.model import SmsMessage
 from app.notification.senders import PermanentSendError, TransientSendError
 from app.notification.templates import render
 from app.shared.events import Event, EventType
+from app.shared.states import SmsStatus
 from tests.unit.fakes import FakeSender, FakeUnitOfWork
 
 
