@@ -152,7 +152,7 @@ def open_evaluations(uow: EvaluationUnitOfWork, events: list[Event]) -> None:
 
 def cancel_evaluation(uow: EvaluationUnitOfWork, event: Event) -> None:
     """On LearningCancelled; before the evaluation opened, leave a tombstone."""
-    evaluation = uow.evaluations.for_order(event.order_no)
+    evaluation = uow.evaluations.of_order(event.order_no)
     if evaluation is None:
         uow.evaluations.add(
             Evaluation.cancelled_before_opening(event.order_no, event.payload.get("phone"))

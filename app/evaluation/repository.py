@@ -68,7 +68,8 @@ class EvaluationRepository:
             ).scalars()
         )
 
-    def for_order(self, order_no: str) -> Evaluation | None:
+    def of_order(self, order_no: str) -> Evaluation | None:
+        """The order's evaluation (or its tombstone), locked for a change."""
         return self.session.execute(
             select(Evaluation).where(Evaluation.order_no == order_no).with_for_update()
         ).scalar_one_or_none()

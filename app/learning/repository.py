@@ -87,7 +87,7 @@ class LearningRepository:
             ).scalars()
         )
 
-    def for_orders(self, order_nos: list[str]) -> list[Learning]:
+    def of_orders(self, order_nos: list[str]) -> list[Learning]:
         """These orders' learnings, locked in order_no order: concurrent batches then lock
         them in one order and never deadlock."""
         return list(
@@ -99,7 +99,8 @@ class LearningRepository:
             ).scalars()
         )
 
-    def for_order(self, order_no: str) -> Learning | None:
+    def of_order(self, order_no: str) -> Learning | None:
+        """The order's learning (or its tombstone), locked for a change."""
         return self.session.execute(
             select(Learning).where(Learning.order_no == order_no).with_for_update()
         ).scalar_one_or_none()

@@ -87,7 +87,7 @@ def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
         raise InvalidInput("begin_date must be on or before end_date")
     # A read, then one write: on PostgreSQL two round trips in all.
     with uow.statement_by_statement():
-        course = found(uow.courses.for_order(cmd.course_no), f"course {cmd.course_no}")
+        course = found(uow.courses.course_to_order(cmd.course_no), f"course {cmd.course_no}")
         try:
             order = Order.place(
                 course,

@@ -79,7 +79,7 @@ class FakeCourses:
     def get(self, course_no):
         return self.items.get(course_no)
 
-    for_order = get
+    course_to_order = get
 
 
 class FakeOrders:
@@ -162,7 +162,7 @@ class FakeLearnings:
         self.uow.track(learning)
         self.items.append(learning)
 
-    def for_order(self, order_no):
+    def of_order(self, order_no):
         return next((x for x in self.items if x.order_no == order_no), None)
 
     def opened_for(self, order_nos):
