@@ -109,9 +109,12 @@ class FinalScore(MethodView):
         """Register the final score: on the order and the evaluation at once, or 503/409."""
         require_role("manager")
         c = container()
+        uow = c.evaluation_uow()
+        evaluation = handlers.state_for_final_score(uow, evaluation_id)
+        ensure_managed(evaluation)
         return handlers.register_final_score(
-            c.evaluation_uow(),
+            uow,
             c.score_chain,
             handlers.RegisterFinalScore(evaluation_id, body["score"]),
-            may_see=ensure_managed,
+            evaluation,
         )

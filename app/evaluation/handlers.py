@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -79,20 +78,20 @@ def record_evaluation(uow: EvaluationUnitOfWork, cmd: RecordEvaluation) -> Evalu
         return entry
 
 
+def state_for_final_score(uow: EvaluationUnitOfWork, evaluation_id: int) -> Row:
+    """What a final score decides on (id, order_no, manager_id, status, final_score), read
+    without a lock. The view checks on it who may see the evaluation, then hands it to
+    register_final_score, so that the way there reads the evaluation once."""
+    with uow.statement_by_statement():
+        return found(uow.evaluations.state_of(evaluation_id), f"evaluation {evaluation_id}")
+
+
 def register_final_score(
-    uow: EvaluationUnitOfWork,
-    chain: ScoreChain,
-    cmd: RegisterFinalScore,
-    may_see: Callable[[Evaluation | Row], None] = lambda _evaluation: None,
+    uow: EvaluationUnitOfWork, chain: ScoreChain, cmd: RegisterFinalScore, evaluation: Row
 ) -> Evaluation:
     """SPEC 6: the order takes the score first, then the evaluation becomes FINAL; the caller
-    waits for both. No database lock is held while waiting. `may_see` raises if the caller
-    may not see the evaluation (checked on this read: one read fewer on the way)."""
-    with uow.statement_by_statement():
-        evaluation = found(
-            uow.evaluations.state_of(cmd.evaluation_id), f"evaluation {cmd.evaluation_id}"
-        )
-    may_see(evaluation)
+    waits for both. No database lock is held while waiting. `evaluation` is the command's
+    state_for_final_score()."""
     if evaluation.status == EvaluationStatus.FINAL:
         if evaluation.final_score == cmd.score:
             return get_evaluation(uow, cmd.evaluation_id)  # the same score again: idempotent

@@ -123,9 +123,15 @@ def final(cmd_score=90):
     return evaluation.RegisterFinalScore(7, cmd_score)
 
 
+def register(uow, chain, cmd):
+    """As the view does: read what the score decides on (and check access on it), register."""
+    state = evaluation.state_for_final_score(uow, cmd.evaluation_id)
+    return evaluation.register_final_score(uow, chain, cmd, state)
+
+
 def test_given_an_evaluation_in_progress_the_chain_runs_with_its_order_and_score():
     chain = FakeChain()
-    evaluation.register_final_score(FakeEvaluationUow(in_progress()), chain, final(90))
+    register(FakeEvaluationUow(in_progress()), chain, final(90))
     assert chain.calls == [("O7", 7, 90)]
 
 
@@ -133,9 +139,9 @@ def test_given_a_final_evaluation_the_same_score_answers_without_the_chain_and_a
     e = in_progress()
     e.finalize(90)
     chain = FakeChain()
-    assert evaluation.register_final_score(FakeEvaluationUow(e), chain, final(90)) is e
+    assert register(FakeEvaluationUow(e), chain, final(90)) is e
     with pytest.raises(Conflict):
-        evaluation.register_final_score(FakeEvaluationUow(e), chain, final(91))
+        register(FakeEvaluationUow(e), chain, final(91))
     assert chain.calls == []
 
 
@@ -150,18 +156,16 @@ def test_given_a_final_evaluation_the_same_score_answers_without_the_chain_and_a
 )
 def test_what_the_orders_side_answered_maps_to_the_callers_error(outcome, error):
     with pytest.raises(error):
-        evaluation.register_final_score(
-            FakeEvaluationUow(in_progress()), FakeChain(outcome), final()
-        )
+        register(FakeEvaluationUow(in_progress()), FakeChain(outcome), final())
 
 
 def test_given_the_orders_side_down_the_caller_gets_unavailable_with_retry_after():
     chain = FakeChain(error=ScoreUnavailable("no answer", retry_after_s=3))
     with pytest.raises(Unavailable) as caught:
-        evaluation.register_final_score(FakeEvaluationUow(in_progress()), chain, final())
+        register(FakeEvaluationUow(in_progress()), chain, final())
     assert caught.value.retry_after_s == 3
 
 
 def test_an_unknown_evaluation_is_not_found():
     with pytest.raises(NotFound):
-        evaluation.register_final_score(FakeEvaluationUow(), FakeChain(), final())
+        evaluation.state_for_final_score(FakeEvaluationUow(), 7)
