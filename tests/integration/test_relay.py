@@ -434,4 +434,5 @@ def test_a_claim_takes_each_consumers_quota_and_pushes_only_what_it_took(contain
     published, wait = by_consumer.pop(learning)
     assert published == 2 and timedelta(seconds=0.3) < wait <= timedelta(seconds=0.4)
     # The other consumers' copies were left as they were: due, never published.
+    assert set(by_consumer) == ALL_THREE - {learning}
     assert all(p == 0 and w <= timedelta(0) for p, w in by_consumer.values())
