@@ -4,9 +4,12 @@ execution option did that, about 5% of the API's CPU)."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
 from app.shared.db import Database, autocommits
+
+pytestmark = pytest.mark.speed
 
 
 def test_given_both_kinds_of_session_then_no_connection_changes_its_isolation(

@@ -14,6 +14,8 @@ from gunicorn.config import Config, get_default_config_file
 
 from app.process import freeze_startup_heap
 
+pytestmark = pytest.mark.speed
+
 REPO = Path(__file__).resolve().parents[2]
 
 
