@@ -201,7 +201,7 @@ def _has_token() -> bool:
 # One limiter for the process; the limits are read from the current app's settings at each
 # request. Requests without a token count against the default limit, per address.
 # No X-RateLimit-* headers on every answer: flask-limiter reads the window back from the store
-# for them, a second Redis round trip per limited request (7% of the API's CPU for an order).
+# for them, a second Redis round trip on every limited request.
 # A refused request still learns when to come back (`_retry_after`).
 limiter = Limiter(
     key_func=client_key,

@@ -1,6 +1,6 @@
 """Statement-by-statement sessions use a pool whose connections stay in autocommit: no
 connection is switched at checkout and back at checkin (SQLAlchemy's isolation level
-execution option did that, about 5% of the API's CPU)."""
+execution option did that, work repeated on every request)."""
 
 from __future__ import annotations
 
