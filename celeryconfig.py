@@ -43,8 +43,8 @@ worker_max_tasks_per_child = 10_000
 worker_hijack_root_logger = False
 # Each worker also consumes its own direct queue: the liveness canary goes there.
 worker_direct = True
-# Task events only while a monitor asks for them. Without a monitor they cost the workers'
-# main processes 0.4-0.6 ms CPU per order (three events per task) for no reader.
+# Task events only while a monitor asks for them. Without a monitor the workers' main
+# processes would spend CPU on three events per task for no reader.
 worker_send_task_events = False
 
 if _settings.embedded:
@@ -74,5 +74,5 @@ else:
     }
     # On Redis and RabbitMQ, `onlinestudy flower` turns task events on when it starts (it
     # broadcasts enable_events, and again every minute).
-    # No "task-sent" events either: the relay would publish one per task (measured 13% of its
-    # CPU), and Flower already sees each task when a worker receives it.
+    # No "task-sent" events either: the relay would publish one per task, a real share of its
+    # work, and Flower already sees each task when a worker receives it.

@@ -9,11 +9,10 @@ import gc
 def freeze_startup_heap() -> None:
     """Keep the garbage collector's full passes off what start-up built.
 
-    The imports and the app leave a few hundred thousand objects that live as long as the process.
-    A full collection walked all of them: 70-100 ms at a time in the middle of the final scores
-    (measured with gc.callbacks in `make bench`), longer than a final itself. Frozen, they are
-    never walked again; later collections see only what came after. Garbage is collected first,
-    so none of it is kept for ever.
+    The imports and the app leave a great many objects that live as long as the process. A full
+    collection walked all of them, pausing the process in the middle of its work for longer than
+    a final score takes. Frozen, they are never walked again; later collections see only what
+    came after. Garbage is collected first, so none of it is kept for ever.
     """
     gc.collect()
     gc.freeze()

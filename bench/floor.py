@@ -23,7 +23,7 @@ from flask import Flask, jsonify, request
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
 from app.orders.model import Order, OrderStatus
-from app.orders.repository import _FOR_ORDER
+from app.orders.repository import _COURSE_TO_ORDER
 from app.policies import subscribers
 from app.shared.db import column_values, utcnow
 from app.shared.events import EventType
@@ -39,7 +39,7 @@ def _sql(statement) -> str:
 
 def create_app() -> Flask:
     app = Flask(__name__)
-    read, write = _sql(_FOR_ORDER), _sql(_write_all_after(Order.__table__, _COLUMNS, None))
+    read, write = _sql(_COURSE_TO_ORDER), _sql(_write_all_after(Order.__table__, _COLUMNS, None))
     consumers = list(subscribers(EventType.COURSE_ORDERED))
     url = os.environ["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://", 1)
     connection: list[psycopg.Connection] = []  # one per gunicorn worker, opened on first use

@@ -22,6 +22,11 @@ def random_course_no() -> str:
     return "C" + secrets.token_hex(4).upper()
 
 
+def random_category() -> str:
+    """A category of one test's own: a search within it answers only that test's courses."""
+    return "cat-" + secrets.token_hex(4)
+
+
 def eventually(check: Callable[[], T], timeout_s: float = 15.0, interval_s: float = 0.1) -> T:
     """Call `check` until it stops raising AssertionError, or fail with its last error."""
     for attempt in Retrying(

@@ -18,11 +18,11 @@ class RedisChannel(redis.Channel):
 
     kombu builds a new redis-py client for each operation it does outside the event loop: every
     publish (the relay, the API's score chain), and twice for every task a worker receives (the
-    unacked record on receipt, its removal at the ack). redis-py's constructor copies its table
-    of about 200 response callbacks: 118 us here, 17% of a worker's main process in py-spy. A
-    client holds no connection of its own (it takes one from the pool per command), so one per
-    channel serves them all; a new one comes with a new pool (kombu replaces the pool after a
-    fork or a lost connection)."""
+    unacked record on receipt, its removal at the ack). redis-py's constructor copies its whole
+    table of response callbacks, a large share of a busy worker's main process. A client holds
+    no connection of its own (it takes one from the pool per command), so one per channel serves
+    them all; a new one comes with a new pool (kombu replaces the pool after a fork or a lost
+    connection)."""
 
     _sync_client = None
 

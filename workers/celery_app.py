@@ -36,7 +36,7 @@ metrics.register()
 def _load_database_drivers(**_kwargs) -> None:
     # In the main process, before the pool forks: creating the engines (no connection yet)
     # imports the database driver once for every child. Otherwise each new child imported it
-    # in its first task, 70 ms more for that task (a final score, perhaps).
+    # in its first task, and that task (a final score, perhaps) waited for the import.
     db = container.db
     for bind in ("main", "notification"):
         db.engine(bind)

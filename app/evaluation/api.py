@@ -8,9 +8,9 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
 from app.evaluation import handlers
-from app.evaluation.model import EvaluationStatus
 from app.security import ensure_visible, manager_scope, require_role
 from app.shared.api import Blueprint
+from app.shared.states import EvaluationStatus
 
 
 class RecordSchema(Schema):
@@ -111,11 +111,14 @@ def blueprints(
         def post(self, body, evaluation_id):
             """Register the final score: on the order and the evaluation at once, or 503/409."""
             require_role("manager")
+            uow = evaluation_uow()
+            evaluation = handlers.state_for_final_score(uow, evaluation_id)
+            ensure_managed(evaluation)
             return handlers.register_final_score(
-                evaluation_uow(),
+                uow,
                 score_chain,
                 handlers.RegisterFinalScore(evaluation_id, body["score"]),
-                may_see=ensure_managed,
+                evaluation,
             )
 
     return [evaluations_blp]

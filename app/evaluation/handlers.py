@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from app.evaluation.model import Evaluation, EvaluationRecord, EvaluationStatus
+from app.evaluation.model import Evaluation, EvaluationRecord
 from app.evaluation.repository import EvaluationRepository
 from app.shared.errors import Conflict, Unavailable, found
 from app.shared.events import Event
+from app.shared.states import EvaluationStatus
 from app.shared.uow import UnitOfWork, each_correlated
 
 if TYPE_CHECKING:
@@ -78,20 +78,20 @@ def record_evaluation(uow: EvaluationUnitOfWork, cmd: RecordEvaluation) -> Evalu
         return entry
 
 
+def state_for_final_score(uow: EvaluationUnitOfWork, evaluation_id: int) -> Row:
+    """What a final score decides on (id, order_no, manager_id, status, final_score), read
+    without a lock. The view checks on it who may see the evaluation, then hands it to
+    register_final_score, so that the way there reads the evaluation once."""
+    with uow.statement_by_statement():
+        return found(uow.evaluations.state_of(evaluation_id), f"evaluation {evaluation_id}")
+
+
 def register_final_score(
-    uow: EvaluationUnitOfWork,
-    chain: ScoreChain,
-    cmd: RegisterFinalScore,
-    may_see: Callable[[Evaluation | Row], None] = lambda _evaluation: None,
+    uow: EvaluationUnitOfWork, chain: ScoreChain, cmd: RegisterFinalScore, evaluation: Row
 ) -> Evaluation:
     """SPEC 6: the order takes the score first, then the evaluation becomes FINAL; the caller
-    waits for both. No database lock is held while waiting. `may_see` raises if the caller
-    may not see the evaluation (checked on this read: one read fewer on the way)."""
-    with uow.statement_by_statement():
-        evaluation = found(
-            uow.evaluations.state_of(cmd.evaluation_id), f"evaluation {cmd.evaluation_id}"
-        )
-    may_see(evaluation)
+    waits for both. No database lock is held while waiting. `evaluation` is the command's
+    state_for_final_score()."""
     if evaluation.status == EvaluationStatus.FINAL:
         if evaluation.final_score == cmd.score:
             return get_evaluation(uow, cmd.evaluation_id)  # the same score again: idempotent
@@ -151,7 +151,7 @@ def open_evaluations(uow: EvaluationUnitOfWork, events: list[Event]) -> None:
 
 def cancel_evaluation(uow: EvaluationUnitOfWork, event: Event) -> None:
     """On LearningCancelled; before the evaluation opened, leave a tombstone."""
-    evaluation = uow.evaluations.for_order(event.order_no)
+    evaluation = uow.evaluations.of_order(event.order_no)
     if evaluation is None:
         uow.evaluations.add(
             Evaluation.cancelled_before_opening(event.order_no, event.payload.get("phone"))

@@ -10,12 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.shared.db import MainBase, UTCDateTime, utcnow
 from app.shared.errors import Conflict
 from app.shared.events import Aggregate, Event, EventType
-
-
-class EvaluationStatus:
-    IN_PROGRESS = "IN_PROGRESS"
-    FINAL = "FINAL"
-    CANCELLED = "CANCELLED"
+from app.shared.states import EvaluationStatus
 
 
 class EvaluationRecord(MainBase):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session, joinedload, lazyload
 
-from app.evaluation.model import Evaluation, EvaluationStatus
+from app.evaluation.model import Evaluation
 from app.shared.db import among, column_values, insert_missing, paged, where_given
+from app.shared.states import EvaluationStatus
 
 _evaluations = Evaluation.__table__.c
 _STATE_OF = select(
@@ -67,7 +68,8 @@ class EvaluationRepository:
             ).scalars()
         )
 
-    def for_order(self, order_no: str) -> Evaluation | None:
+    def of_order(self, order_no: str) -> Evaluation | None:
+        """The order's evaluation (or its tombstone), locked for a change."""
         return self.session.execute(
             select(Evaluation).where(Evaluation.order_no == order_no).with_for_update()
         ).scalar_one_or_none()

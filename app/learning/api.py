@@ -9,9 +9,9 @@ from flask_smorest import abort
 from marshmallow import Schema, fields, validate
 
 from app.learning import handlers
-from app.learning.model import LearningStatus
 from app.security import ensure_visible, manager_scope, require_role
 from app.shared.api import Blueprint, KoreanMobile
+from app.shared.states import LearningStatus
 
 
 class ManagerSchema(Schema):

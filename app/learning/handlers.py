@@ -6,10 +6,11 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass
 
-from app.learning.model import Learning, LearningStatus, Manager
+from app.learning.model import Learning, Manager
 from app.learning.repository import LearningRepository, ManagerRepository
 from app.shared.errors import Conflict, found
 from app.shared.events import Event, EventType
+from app.shared.states import LearningStatus
 from app.shared.uow import UnitOfWork, each_correlated
 
 
@@ -143,7 +144,7 @@ def start_waiting_learnings(uow: LearningUnitOfWork, event: Event) -> None:
 def cancel_learning(uow: LearningUnitOfWork, event: Event) -> None:
     """On CourseOrderCancelled: cancel the learning, or leave a tombstone if it never opened,
     so that a late CourseOrdered opens nothing."""
-    learning = uow.learnings.for_order(event.order_no)
+    learning = uow.learnings.of_order(event.order_no)
     if learning is None:
         learning = Learning.cancelled_before_opening(event.order_no, event.payload.get("phone"))
         uow.learnings.add(learning)
@@ -157,7 +158,7 @@ def complete_learnings(uow: LearningUnitOfWork, events: list[Event]) -> None:
     """On FinalEvaluationRegistered: those learnings are over, and their managers each have
     fewer STARTED. One locked read and one write of the counts for the whole batch."""
     ended: Counter[int] = Counter()
-    for learning in uow.learnings.for_orders(sorted({e.order_no for e in events})):
+    for learning in uow.learnings.of_orders(sorted({e.order_no for e in events})):
         if learning.complete() and learning.manager_id is not None:  # only a STARTED one
             ended[learning.manager_id] -= 1
     uow.managers.count_started(ended)

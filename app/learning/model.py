@@ -10,13 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.shared.db import MainBase, UTCDateTime, utcnow
 from app.shared.errors import Conflict
 from app.shared.events import Aggregate, Event, EventType
-
-
-class LearningStatus:
-    WAITING = "WAITING"
-    STARTED = "STARTED"
-    COMPLETED = "COMPLETED"
-    CANCELLED = "CANCELLED"
+from app.shared.states import LearningStatus
 
 
 class Manager(MainBase):

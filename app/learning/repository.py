@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from app.learning.model import Learning, LearningStatus, Manager
+from app.learning.model import Learning, Manager
 from app.shared.db import among, column_values, insert_rows, paged, where_given
+from app.shared.states import LearningStatus
 
 
 class ManagerRepository:
@@ -86,7 +87,7 @@ class LearningRepository:
             ).scalars()
         )
 
-    def for_orders(self, order_nos: list[str]) -> list[Learning]:
+    def of_orders(self, order_nos: list[str]) -> list[Learning]:
         """These orders' learnings, locked in order_no order: concurrent batches then lock
         them in one order and never deadlock."""
         return list(
@@ -98,7 +99,8 @@ class LearningRepository:
             ).scalars()
         )
 
-    def for_order(self, order_no: str) -> Learning | None:
+    def of_order(self, order_no: str) -> Learning | None:
+        """The order's learning (or its tombstone), locked for a change."""
         return self.session.execute(
             select(Learning).where(Learning.order_no == order_no).with_for_update()
         ).scalar_one_or_none()

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from app.mypage.model import MyPageRow
 from app.shared.db import among, insert_missing, update_rows
 from app.shared.events import Event, EventType
+from app.shared.states import EvaluationStatus, LearningStatus, OrderStatus
 from app.shared.uow import UnitOfWork
 
 E = EventType
@@ -19,26 +20,26 @@ _TABLE = MyPageRow.__table__
 # For each event, the parts of the row it sets. A part is applied only if the event's sequence
 # is newer than the one that last set that part, so any arrival order converges.
 _CHANGES: dict[EventType, list[tuple[str, dict[str, Any]]]] = {
-    E.COURSE_ORDERED: [("order", {"order_status": "ORDERED"})],
-    E.COURSE_ORDER_CANCELLED: [("order", {"order_status": "CANCELLED"})],
-    E.ORDER_COMPLETED: [("order", {"order_status": "COMPLETED"})],
+    E.COURSE_ORDERED: [("order", {"order_status": OrderStatus.ORDERED})],
+    E.COURSE_ORDER_CANCELLED: [("order", {"order_status": OrderStatus.CANCELLED})],
+    E.ORDER_COMPLETED: [("order", {"order_status": OrderStatus.COMPLETED})],
     # The evaluation is opened on LearningStarted and cancelled on LearningCancelled.
     E.LEARNING_STARTED: [
-        ("learning", {"learning_status": "STARTED"}),
-        ("evaluation", {"evaluation_status": "IN_PROGRESS"}),
+        ("learning", {"learning_status": LearningStatus.STARTED}),
+        ("evaluation", {"evaluation_status": EvaluationStatus.IN_PROGRESS}),
     ],
     E.LEARNING_CANCELLED: [
-        ("learning", {"learning_status": "CANCELLED"}),
-        ("evaluation", {"evaluation_status": "CANCELLED"}),
+        ("learning", {"learning_status": LearningStatus.CANCELLED}),
+        ("evaluation", {"evaluation_status": EvaluationStatus.CANCELLED}),
     ],
     E.EVALUATION_RECORDED: [("score", {})],
     # The learning completes on FinalEvaluationRegistered; and an evaluation is FINAL only
     # after its order was COMPLETED (SPEC 6), so the row need not wait for OrderCompleted's
     # copy (which comes later: it is behind the score chain).
     E.FINAL_EVALUATION_REGISTERED: [
-        ("evaluation", {"evaluation_status": "FINAL"}),
-        ("learning", {"learning_status": "COMPLETED"}),
-        ("order", {"order_status": "COMPLETED"}),
+        ("evaluation", {"evaluation_status": EvaluationStatus.FINAL}),
+        ("learning", {"learning_status": LearningStatus.COMPLETED}),
+        ("order", {"order_status": OrderStatus.COMPLETED}),
     ],
 }
 

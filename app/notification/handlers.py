@@ -8,12 +8,13 @@ import structlog
 from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from app.notification.model import SmsStatus, idempotency_key
+from app.notification.model import idempotency_key
 from app.notification.repository import SmsRepository
 from app.notification.senders import Outgoing, PermanentSendError, SmsSender, TransientSendError
 from app.notification.templates import render
 from app.shared.db import utcnow
 from app.shared.events import Event
+from app.shared.states import SmsStatus
 from app.shared.uow import UnitOfWork
 
 log = structlog.get_logger(__name__)

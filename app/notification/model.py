@@ -10,12 +10,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.shared.db import NotificationBase, UTCDateTime
 
 
-class SmsStatus:
-    PENDING = "PENDING"
-    SENT = "SENT"
-    FAILED = "FAILED"
-
-
 class SmsMessage(NotificationBase):
     __tablename__ = "notification_sms"
     __table_args__ = (

@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
-from app.notification.model import SmsMessage, SmsStatus
+from app.notification.model import SmsMessage
 from app.shared.db import among_keys, insert_missing, paged, update_rows, where_given
+from app.shared.states import SmsStatus
 
 _SMS = SmsMessage.__table__
 

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 
 from app.learning import public as learning
 from app.orders import handlers
-from app.orders.model import OrderStatus
 from app.security import Limits, current, ensure_visible, require_role, student_phone
 from app.shared.api import Blueprint, KoreanMobile
 from app.shared.errors import Unavailable
+from app.shared.states import OrderStatus
 
 # SPEC 7: shown to the student when learning is overloaded.
 OVERLOADED = "주문이 많아 처리가 지연되고 있습니다. 잠시 후 다시 시도해 주세요."

@@ -9,9 +9,10 @@ from datetime import date
 
 from sqlalchemy.exc import IntegrityError
 
-from app.orders.model import Course, Order, OrderStatus
+from app.orders.model import Course, Order
 from app.orders.repository import CourseRepository, OrderRepository
 from app.shared.errors import Conflict, InvalidInput, found
+from app.shared.states import OrderStatus
 from app.shared.uow import UnitOfWork
 
 
@@ -45,7 +46,7 @@ class PlaceOrder:
     idempotency_key: str | None = None
 
     def fingerprint(self) -> str:
-        # The fields one by one: asdict() deep-copies them, 4-5% of the API's CPU for an order.
+        # The fields one by one: asdict() deep-copies them, needless work on every order.
         # Stored fingerprints are compared with new ones, so the text hashed must not change.
         body = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         del body["idempotency_key"]
@@ -86,7 +87,7 @@ def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
         raise InvalidInput("begin_date must be on or before end_date")
     # A read, then one write: on PostgreSQL two round trips in all.
     with uow.statement_by_statement():
-        course = found(uow.courses.for_order(cmd.course_no), f"course {cmd.course_no}")
+        course = found(uow.courses.course_to_order(cmd.course_no), f"course {cmd.course_no}")
         try:
             order = Order.place(
                 course,

@@ -11,12 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.shared.db import MainBase, UTCDateTime, utcnow
 from app.shared.errors import Conflict
 from app.shared.events import Aggregate, Event, EventType
-
-
-class OrderStatus:
-    ORDERED = "ORDERED"
-    COMPLETED = "COMPLETED"
-    CANCELLED = "CANCELLED"
+from app.shared.states import OrderStatus
 
 
 class Course(MainBase):
@@ -41,8 +36,8 @@ class Order(MainBase, Aggregate):
             "phone",
             "course_no",
             unique=True,
-            sqlite_where=text("status = 'ORDERED'"),
-            postgresql_where=text("status = 'ORDERED'"),
+            sqlite_where=text(f"status = '{OrderStatus.ORDERED}'"),
+            postgresql_where=text(f"status = '{OrderStatus.ORDERED}'"),
         ),
     )
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from sqlalchemy import Row, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from app.orders.model import Course, Order, OrderStatus
+from app.orders.model import Course, Order
 from app.shared.db import paged, where_given
+from app.shared.states import OrderStatus
 
 _courses = Course.__table__
-_FOR_ORDER = select(_courses.c.course_no, _courses.c.title, _courses.c.active).where(
+_COURSE_TO_ORDER = select(_courses.c.course_no, _courses.c.title, _courses.c.active).where(
     _courses.c.course_no == bindparam("course_no")
 )
 
@@ -26,10 +27,10 @@ class CourseRepository:
             select(Course).where(Course.course_no == course_no)
         ).scalar_one_or_none()
 
-    def for_order(self, course_no: str) -> Row | None:
+    def course_to_order(self, course_no: str) -> Row | None:
         """What an order needs of its course (course_no, title, active): every order asks, so
         the statement is built once, on the table rather than the entity."""
-        return self.session.execute(_FOR_ORDER, {"course_no": course_no}).one_or_none()
+        return self.session.execute(_COURSE_TO_ORDER, {"course_no": course_no}).one_or_none()
 
     def search(
         self, q: str | None, category: str | None, offset: int, limit: int

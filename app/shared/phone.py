@@ -6,8 +6,9 @@ import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
 
-# A parse costs about 100 us, and a student sends the same phone again and again (My page,
-# their orders and SMS). A refused number raises, and is not kept.
+# Parsing and validating a number is slow next to a dictionary lookup, and a student sends the
+# same phone again and again (My page, their orders and SMS). A refused number raises, and is
+# not kept.
 @lru_cache(maxsize=8192)
 def normalize_mobile(raw: str) -> str:
     """Return the number as 010-XXXX-XXXX; ValueError if it is not a Korean mobile number."""

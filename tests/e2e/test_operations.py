@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 
+import pytest
 import requests
 from celery import Celery
 
@@ -98,6 +99,7 @@ class TaskEvents:
                     continue
 
 
+@pytest.mark.speed
 def test_workers_send_task_events_only_once_a_monitor_asks_for_them(system, monkeypatch):
     monkeypatch.setenv("CELERY_BROKER_URL", system.env["CELERY_BROKER_URL"])
     api = Client(system.base_url, system.admin_token)

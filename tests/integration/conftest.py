@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pytest
 
 from app import create_app
@@ -12,7 +10,7 @@ from app.config import Settings
 from app.migrate import upgrade
 from app.shared.db import make_engine
 from tests.conftest import REDIS_URL, drop_database, fresh_database
-from tests.unit.fakes import FakeSender
+from tests.unit.fakes import FakeCelery, FakeSender
 
 
 def _settings(name: str, var_dir) -> Settings:
@@ -110,20 +108,6 @@ def client_as(client, container):
         return _with_token(client.application.test_client(), container.tokens.issue(role, **claims))
 
     return make
-
-
-class FakeCelery:
-    """Records what the relay publishes instead of talking to a broker."""
-
-    def __init__(self):
-        self.sent: list[tuple[str, str, list[dict]]] = []
-
-    @contextmanager
-    def producer_or_acquire(self):
-        yield None
-
-    def send_task(self, name, kwargs, queue, producer=None, **_options):
-        self.sent.append((name, queue, kwargs["events"]))
 
 
 @pytest.fixture

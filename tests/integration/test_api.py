@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.shared.outbox import Delivery, OutboxEvent
-from tests.helpers import course_body, order_body, random_phone
+from tests.helpers import course_body, order_body, random_category, random_phone
 
 
 def a_course(client, **overrides) -> dict:
@@ -33,8 +33,11 @@ def test_a_course_is_created_found_and_searched(client):
 
 
 def test_search_treats_like_wildcards_as_text(client):
-    a_course(client, title="100% 합격 과정")
-    assert all("%" in c["title"] for c in client.get("/courses", query_string={"q": "%"}).json)
+    category = random_category()
+    percent = a_course(client, title="100% 합격 과정", category=category)
+    a_course(client, title="합격 과정", category=category)
+    found = client.get("/courses", query_string={"q": "%", "category": category}).json
+    assert [c["course_no"] for c in found] == [percent["course_no"]]
 
 
 def test_a_duplicate_course_no_is_a_conflict(client):

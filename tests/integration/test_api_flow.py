@@ -11,6 +11,7 @@ from app.evaluation.handlers import ScoreOutcome, ScoreUnavailable
 from app.policies import BY_CONSUMER
 from app.shared.outbox import OutboxEvent
 from tests.helpers import course_body, order_body, random_phone
+from tests.unit.fakes import FakeScoreChain
 
 
 def created(response):
@@ -70,11 +71,6 @@ class ChainThatCompletes:
         if outcome != ScoreOutcome.COMPLETED:
             return outcome
         return finalize_evaluation(self.container.evaluation_uow(), evaluation_id, score)
-
-
-class ChainThatIsDown:
-    def run(self, order_no, evaluation_id, score):
-        raise ScoreUnavailable("no answer", 3)
 
 
 def test_a_deactivated_course_leaves_the_catalog_and_cannot_be_ordered(client):
@@ -145,7 +141,7 @@ def test_given_the_orders_side_down_the_final_score_is_503_and_nothing_changes(
     client, client_with, container
 ):
     order, evaluation = an_evaluation(client, container)
-    container.score_chain = ChainThatIsDown()
+    container.score_chain = FakeScoreChain(error=ScoreUnavailable("no answer", 3))
     client = client_with()
     response = client.post(f"/evaluations/{evaluation['id']}/final", json={"score": 80})
     error(response, 503)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from psycopg.adapt import PyFormat
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select
 
 from app.shared.db import UTCDateTime, among, insert_missing, insert_rows, update_rows
@@ -54,3 +57,11 @@ def test_given_no_values_then_a_batch_read_finds_nothing(container):
         found = session.execute(select(_table).where(among(session, _table.c.key, []))).all()
         _table.drop(session.connection())
     assert found == []
+
+
+@pytest.mark.speed
+def test_the_batch_arrays_go_to_postgresql_in_binary(container):
+    # In text form psycopg escapes every element of a list in Python, for every batch.
+    with container.main_session() as session:
+        adapters = session.connection().connection.dbapi_connection.adapters
+        assert adapters.get_dumper(list, PyFormat.AUTO) is ListBinaryDumper

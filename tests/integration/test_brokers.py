@@ -15,6 +15,7 @@ from workers.brokers import FileTransport, RedisTransport
 from workers.celery_app import app
 
 
+@pytest.mark.speed
 def test_a_redis_channel_serves_its_publishes_and_acks_with_one_client_until_its_pool_changes():
     with Connection(REDIS_URL, transport=RedisTransport) as connection:
         channel = connection.channel()

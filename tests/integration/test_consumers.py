@@ -8,13 +8,14 @@ from sqlalchemy import select
 from app.consumer import consume
 from app.evaluation.model import Evaluation
 from app.learning.handlers import RegisterManager, register_manager
-from app.learning.model import Learning, LearningStatus
+from app.learning.model import Learning
 from app.mypage.model import MyPageRow
 from app.notification.model import SmsMessage
 from app.orders import handlers
 from app.policies import BY_CONSUMER
 from app.shared.events import EventType
 from app.shared.outbox import Delivery, DeliveryStatus, OutboxEvent, dead_deliveries, replay_dead
+from app.shared.states import LearningStatus
 from tests.helpers import random_course_no, random_phone
 
 

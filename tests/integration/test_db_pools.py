@@ -1,12 +1,15 @@
 """Statement-by-statement sessions use a pool whose connections stay in autocommit: no
 connection is switched at checkout and back at checkin (SQLAlchemy's isolation level
-execution option did that, about 5% of the API's CPU)."""
+execution option did that, work repeated on every request)."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
 from app.shared.db import Database, autocommits
+
+pytestmark = pytest.mark.speed
 
 
 def test_given_both_kinds_of_session_then_no_connection_changes_its_isolation(

@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import select
 
 from app.notification.handlers import NotificationUnitOfWork, record_sms, send_pending_sms
-from app.notification.model import SmsMessage, SmsStatus
+from app.notification.model import SmsMessage
 from app.notification.senders import HttpSender, Outgoing, PermanentSendError, TransientSendError
 from app.shared.events import Event, EventType
+from app.shared.states import SmsStatus
 from tests.helpers import random_phone
 
 TIMEOUT_S = 0.3

@@ -79,7 +79,7 @@ def envelopes(container, order_no, event_type=None) -> list[dict]:
 
 def evaluation_of(container, order_no) -> int:
     with container.evaluation_uow() as uow:
-        return uow.evaluations.for_order(order_no).id
+        return uow.evaluations.of_order(order_no).id
 
 
 def visible(container, order_nos) -> dict[str, dict | None]:

@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from app.shared.db import among_keys, make_engine, update_rows
 
+pytestmark = pytest.mark.speed
+
 # Shaped like the learnings, read by order number in batches as a consumer does.
 learnings = Table("grows", MetaData(), Column("order_no", String(32)))
 BATCH_READ = select(learnings.c.order_no).where(

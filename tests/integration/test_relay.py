@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import date, timedelta
 
 import psycopg
+import pytest
 import redis
 from celery import Celery
 from sqlalchemy import event as sqlalchemy_event
@@ -61,6 +62,7 @@ def test_given_a_committed_order_then_each_consumer_gets_it_once_on_its_queue(
     assert relay_once(container, fake_celery) == 0  # not again before the redelivery timeout
 
 
+@pytest.mark.speed
 def test_a_published_batch_shows_its_size_to_monitors_not_its_events(container):
     # On a real broker: what Flower and the worker log show of the task is its kwargsrepr.
     container.settings = dataclasses.replace(container.settings, relay_batch_max=2)
@@ -84,6 +86,7 @@ def test_a_published_batch_shows_its_size_to_monitors_not_its_events(container):
     assert sorted(published) == sorted(o.order_no for o in made)
 
 
+@pytest.mark.speed
 def test_the_relay_asks_for_no_result_of_the_tasks_it_publishes(container):
     # Nobody reads a consumer task's result. Asking for one made Celery subscribe the relay to
     # its result channel (SUBSCRIBE, later UNSUBSCRIBE: two Redis round trips per task).
@@ -434,4 +437,5 @@ def test_a_claim_takes_each_consumers_quota_and_pushes_only_what_it_took(contain
     published, wait = by_consumer.pop(learning)
     assert published == 2 and timedelta(seconds=0.3) < wait <= timedelta(seconds=0.4)
     # The other consumers' copies were left as they were: due, never published.
+    assert set(by_consumer) == ALL_THREE - {learning}
     assert all(p == 0 and w <= timedelta(0) for p, w in by_consumer.values())

@@ -203,6 +203,7 @@ def test_too_many_orders_from_one_student_get_429_with_retry_after(it_settings):
     ] * 3  # admin tools are not limited
 
 
+@pytest.mark.speed
 def test_a_students_order_counts_against_the_limit_in_one_redis_round_trip(it_settings):
     # The count is all a request under the limit needs: reading its window back for headers
     # (GET and TTL of the key) was a second round trip on every order.

@@ -1,14 +1,18 @@
-"""In-memory stand-ins for repositories, units of work and the SMS sender."""
+"""In-memory stand-ins for repositories, units of work, the score chain, Celery and the SMS
+sender."""
 
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 
 from sqlalchemy.exc import IntegrityError
 
+from app.evaluation.handlers import ScoreOutcome
+from app.notification.model import SmsMessage
 from app.notification.senders import Outgoing
-from app.orders.model import OrderStatus
 from app.shared.events import Aggregate, Event
+from app.shared.states import OrderStatus, SmsStatus
 from app.shared.uow import correlation_id
 
 _ids = itertools.count(1)
@@ -79,7 +83,7 @@ class FakeCourses:
     def get(self, course_no):
         return self.items.get(course_no)
 
-    for_order = get
+    course_to_order = get
 
 
 class FakeOrders:
@@ -162,7 +166,7 @@ class FakeLearnings:
         self.uow.track(learning)
         self.items.append(learning)
 
-    def for_order(self, order_no):
+    def of_order(self, order_no):
         return next((x for x in self.items if x.order_no == order_no), None)
 
     def opened_for(self, order_nos):
@@ -179,6 +183,86 @@ class FakeLearningUnitOfWork(FakeUnitOfWork):
         super().__init__()
         self.managers = FakeManagers(self)
         self.learnings = FakeLearnings(self)
+
+
+class FakeEvaluations:
+    def __init__(self, uow, items):
+        self.uow, self.items = uow, {e.id: e for e in items}
+
+    def get(self, evaluation_id, for_update=False, records=True):
+        return self.items.get(evaluation_id)
+
+    state_of = get
+
+
+class FakeEvaluationUnitOfWork(FakeUnitOfWork):
+    def __init__(self, *evaluations):
+        super().__init__()
+        self.evaluations = FakeEvaluations(self, evaluations)
+
+
+class FakeScoreChain:
+    """Plays the orders side: completes the evaluation, or answers/raises as scripted."""
+
+    def __init__(self, outcome=ScoreOutcome.COMPLETED, error=None):
+        self.outcome, self.error, self.calls = outcome, error, []
+
+    def run(self, order_no, evaluation_id, score):
+        self.calls.append((order_no, evaluation_id, score))
+        if self.error:
+            raise self.error
+        return self.outcome
+
+
+class FakeMessages:
+    """The repository on a list: one message per (event, phone), ids in insertion order."""
+
+    def __init__(self):
+        self.items = []
+
+    def add_missing(self, messages):
+        known = {(m.event_id, m.phone) for m in self.items}
+        for fields in messages:
+            if (fields["event_id"], fields["phone"]) not in known:
+                known.add((fields["event_id"], fields["phone"]))
+                self.items.append(SmsMessage(id=len(self.items) + 1, **fields))
+
+    def pending_for(self, keys):
+        return [
+            m for m in self.items if (m.event_id, m.phone) in keys and m.status == SmsStatus.PENDING
+        ]
+
+    def record_attempts(self, attempts):
+        by_id = {m.id: m for m in self.items}
+        for attempt in attempts:
+            message = by_id[attempt["id"]]
+            for name, value in attempt.items():
+                if name != "id":
+                    setattr(message, name, value)
+
+
+class FakeNotificationUnitOfWork(FakeUnitOfWork):
+    """The notification unit of work with its gateway, as the container builds it."""
+
+    def __init__(self, sender: FakeSender, max_attempts: int = 5):
+        super().__init__()
+        self.messages = FakeMessages()
+        self.sender = sender
+        self.max_attempts = max_attempts
+
+
+class FakeCelery:
+    """Records what the relay publishes instead of talking to a broker."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, str, list[dict]]] = []
+
+    @contextmanager
+    def producer_or_acquire(self):
+        yield None
+
+    def send_task(self, name, kwargs, queue, producer=None, **_options):
+        self.sent.append((name, queue, kwargs["events"]))
 
 
 class FakeSender:

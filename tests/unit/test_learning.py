@@ -1,8 +1,9 @@
 """Opening and starting learnings on CourseOrdered, with fakes."""
 
 from app.learning import handlers
-from app.learning.model import LearningStatus, Manager
+from app.learning.model import Manager
 from app.shared.events import Event, EventType
+from app.shared.states import LearningStatus
 from tests.unit.fakes import FakeLearningUnitOfWork
 
 

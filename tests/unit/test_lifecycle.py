@@ -6,11 +6,13 @@ import pytest
 
 from app.evaluation import handlers as evaluation
 from app.evaluation.handlers import ScoreOutcome, ScoreUnavailable
-from app.evaluation.model import Evaluation, EvaluationStatus
+from app.evaluation.model import Evaluation
 from app.learning.model import Learning, Manager
-from app.orders.model import Course, Order, OrderStatus
+from app.orders.model import Course, Order
 from app.shared.errors import Conflict, NotFound, Unavailable
 from app.shared.events import EventType
+from app.shared.states import EvaluationStatus, OrderStatus
+from tests.unit.fakes import FakeEvaluationUnitOfWork, FakeScoreChain
 
 
 def an_order() -> Order:
@@ -75,43 +77,6 @@ def test_an_evaluation_takes_records_only_in_progress():
     assert types == [EventType.EVALUATION_RECORDED, EventType.FINAL_EVALUATION_REGISTERED]
 
 
-class FakeEvaluations:
-    def __init__(self, *items):
-        self.items = {e.id: e for e in items}
-
-    def get(self, evaluation_id, for_update=False, records=True):
-        return self.items.get(evaluation_id)
-
-    state_of = get
-
-
-class FakeEvaluationUow:
-    def __init__(self, *items):
-        self.evaluations = FakeEvaluations(*items)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def statement_by_statement(self):
-        return self
-
-
-class FakeChain:
-    """Plays the orders side: completes the evaluation, or answers/raises as scripted."""
-
-    def __init__(self, outcome=ScoreOutcome.COMPLETED, error=None):
-        self.outcome, self.error, self.calls = outcome, error, []
-
-    def run(self, order_no, evaluation_id, score):
-        self.calls.append((order_no, evaluation_id, score))
-        if self.error:
-            raise self.error
-        return self.outcome
-
-
 def in_progress(evaluation_id=7) -> Evaluation:
     e = Evaluation.open("O7", 1, "010-1234-5678", "PY101", 1)
     e.id = evaluation_id
@@ -122,19 +87,25 @@ def final(cmd_score=90):
     return evaluation.RegisterFinalScore(7, cmd_score)
 
 
+def register(uow, chain, cmd):
+    """As the view does: read what the score decides on (and check access on it), register."""
+    state = evaluation.state_for_final_score(uow, cmd.evaluation_id)
+    return evaluation.register_final_score(uow, chain, cmd, state)
+
+
 def test_given_an_evaluation_in_progress_the_chain_runs_with_its_order_and_score():
-    chain = FakeChain()
-    evaluation.register_final_score(FakeEvaluationUow(in_progress()), chain, final(90))
+    chain = FakeScoreChain()
+    register(FakeEvaluationUnitOfWork(in_progress()), chain, final(90))
     assert chain.calls == [("O7", 7, 90)]
 
 
 def test_given_a_final_evaluation_the_same_score_answers_without_the_chain_and_another_conflicts():
     e = in_progress()
     e.finalize(90)
-    chain = FakeChain()
-    assert evaluation.register_final_score(FakeEvaluationUow(e), chain, final(90)) is e
+    chain = FakeScoreChain()
+    assert register(FakeEvaluationUnitOfWork(e), chain, final(90)) is e
     with pytest.raises(Conflict):
-        evaluation.register_final_score(FakeEvaluationUow(e), chain, final(91))
+        register(FakeEvaluationUnitOfWork(e), chain, final(91))
     assert chain.calls == []
 
 
@@ -149,18 +120,16 @@ def test_given_a_final_evaluation_the_same_score_answers_without_the_chain_and_a
 )
 def test_what_the_orders_side_answered_maps_to_the_callers_error(outcome, error):
     with pytest.raises(error):
-        evaluation.register_final_score(
-            FakeEvaluationUow(in_progress()), FakeChain(outcome), final()
-        )
+        register(FakeEvaluationUnitOfWork(in_progress()), FakeScoreChain(outcome), final())
 
 
 def test_given_the_orders_side_down_the_caller_gets_unavailable_with_retry_after():
-    chain = FakeChain(error=ScoreUnavailable("no answer", retry_after_s=3))
+    chain = FakeScoreChain(error=ScoreUnavailable("no answer", retry_after_s=3))
     with pytest.raises(Unavailable) as caught:
-        evaluation.register_final_score(FakeEvaluationUow(in_progress()), chain, final())
+        register(FakeEvaluationUnitOfWork(in_progress()), chain, final())
     assert caught.value.retry_after_s == 3
 
 
 def test_an_unknown_evaluation_is_not_found():
     with pytest.raises(NotFound):
-        evaluation.register_final_score(FakeEvaluationUow(), FakeChain(), final())
+        evaluation.state_for_final_score(FakeEvaluationUnitOfWork(), 7)

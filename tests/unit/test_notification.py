@@ -1,46 +1,11 @@
 """SMS texts and sending: retries, failures, one message per event and phone (fakes)."""
 
 from app.notification.handlers import record_sms, send_pending_sms
-from app.notification.model import SmsMessage, SmsStatus
 from app.notification.senders import PermanentSendError, TransientSendError
 from app.notification.templates import render
 from app.shared.events import Event, EventType
-from tests.unit.fakes import FakeSender, FakeUnitOfWork
-
-
-class FakeMessages:
-    """The repository on a list: one message per (event, phone), ids in insertion order."""
-
-    def __init__(self):
-        self.items = []
-
-    def add_missing(self, messages):
-        known = {(m.event_id, m.phone) for m in self.items}
-        for fields in messages:
-            if (fields["event_id"], fields["phone"]) not in known:
-                known.add((fields["event_id"], fields["phone"]))
-                self.items.append(SmsMessage(id=len(self.items) + 1, **fields))
-
-    def pending_for(self, keys):
-        return [
-            m for m in self.items if (m.event_id, m.phone) in keys and m.status == SmsStatus.PENDING
-        ]
-
-    def record_attempts(self, attempts):
-        by_id = {m.id: m for m in self.items}
-        for attempt in attempts:
-            message = by_id[attempt["id"]]
-            for name, value in attempt.items():
-                if name != "id":
-                    setattr(message, name, value)
-
-
-class FakeNotificationUnitOfWork(FakeUnitOfWork):
-    def __init__(self, sender: FakeSender, max_attempts: int = 5):
-        super().__init__()
-        self.messages = FakeMessages()
-        self.sender = sender
-        self.max_attempts = max_attempts
+from app.shared.states import SmsStatus
+from tests.unit.fakes import FakeNotificationUnitOfWork, FakeSender
 
 
 def learning_started() -> Event:

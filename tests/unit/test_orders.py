@@ -5,9 +5,10 @@ from datetime import date
 import pytest
 
 from app.orders import handlers
-from app.orders.model import Course, OrderStatus
+from app.orders.model import Course
 from app.shared.errors import Conflict, InvalidInput, NotFound
 from app.shared.events import EventType
+from app.shared.states import OrderStatus
 from tests.unit.fakes import FakeOrdersUnitOfWork
 
 

@@ -1,5 +1,5 @@
 """What a long-running process does once it has started: its start-up heap leaves the garbage
-collector's full passes, which paused a gunicorn worker or a Celery child for 70-100 ms."""
+collector's full passes, which paused a gunicorn worker or a Celery child in mid-request."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from gunicorn.app.base import Application
 from gunicorn.config import Config, get_default_config_file
 
 from app.process import freeze_startup_heap
+
+pytestmark = pytest.mark.speed
 
 REPO = Path(__file__).resolve().parents[2]
 

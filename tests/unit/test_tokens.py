@@ -76,6 +76,7 @@ def test_rs256_verifies_with_the_identity_providers_public_key(tmp_path):
         tokens.issue("admin")
 
 
+@pytest.mark.speed
 def test_a_verified_token_is_trusted_from_memory_only_until_it_expires(monkeypatch):
     tokens = Tokens(Settings.from_env({"CELERY_BROKER_URL": "redis://x", "JWT_SECRET": SECRET}))
     token = tokens.issue("student", phone="010-1234-5678", ttl_s=60)
