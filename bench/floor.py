@@ -25,7 +25,8 @@ from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 from app.orders.model import Order, OrderStatus
 from app.orders.repository import _FOR_ORDER
 from app.policies import subscribers
-from app.shared.db import column_values, utcnow
+from app.shared.db.base import utcnow
+from app.shared.db.bulk import column_values
 from app.shared.events import EventType
 from app.shared.outbox import NOTIFY_CHANNEL, _new_work, _write_all_after
 

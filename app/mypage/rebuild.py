@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session
 from app.mypage.model import MyPageRow
 from app.mypage.projection import apply, new_row
 from app.policies import BY_CONSUMER
-from app.shared.db import on_postgresql, utcnow
+from app.shared.db.base import utcnow
+from app.shared.db.engine import on_postgresql
 from app.shared.idempotency import PROCESSED
 from app.shared.outbox import OutboxEvent
 

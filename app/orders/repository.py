@@ -6,7 +6,7 @@ from sqlalchemy import Row, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.orders.model import Course, Order, OrderStatus
-from app.shared.db import paged, where_given
+from app.shared.db.paging import paged, where_given
 
 _courses = Course.__table__
 _FOR_ORDER = select(_courses.c.course_no, _courses.c.title, _courses.c.active).where(

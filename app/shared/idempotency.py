@@ -8,7 +8,8 @@ from sqlalchemy import Column, MetaData, String, Table, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
-from app.shared.db import MainBase, NotificationBase, UTCDateTime, on_postgresql, utcnow
+from app.shared.db.base import MainBase, NotificationBase, UTCDateTime, utcnow
+from app.shared.db.engine import on_postgresql
 
 
 def _processed_messages(metadata: MetaData, name: str) -> Table:

@@ -37,7 +37,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from app.shared.db import MainBase, UTCDateTime, among, on_postgresql, utcnow
+from app.shared.db.base import MainBase, UTCDateTime, utcnow
+from app.shared.db.bulk import among
+from app.shared.db.engine import on_postgresql
 from app.shared.events import Event, EventType, envelope
 
 NOTIFY_CHANNEL = "onlinestudy_outbox"

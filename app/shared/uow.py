@@ -9,7 +9,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from app.shared.db import autocommits, column_values
+from app.shared.db.bulk import column_values
+from app.shared.db.engine import autocommits
 from app.shared.events import RAISED, Aggregate, Event
 from app.shared.outbox import OutboxWriter, RowWrite
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from app.shared.db import Database, autocommits
+from app.shared.db.engine import Database, autocommits
 
 
 def test_given_both_kinds_of_session_then_no_connection_changes_its_isolation(

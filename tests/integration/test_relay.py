@@ -21,7 +21,7 @@ from app.mypage.model import MyPageRow
 from app.orders import handlers
 from app.policies import BY_CONSUMER
 from app.shared.consumer import announce_done, consume
-from app.shared.db import utcnow
+from app.shared.db.base import utcnow
 from app.shared.outbox import NOTIFY_CHANNEL, Delivery, OutboxEvent, claim_due
 from tests.conftest import REDIS_URL
 from tests.helpers import random_course_no, random_phone
