@@ -17,7 +17,8 @@ from app.notification.senders import SmsSender, make_sender
 from app.orders.handlers import OrdersUnitOfWork
 from app.policies import POLICIES, subscribers
 from app.shared.db.engine import Database
-from app.shared.outbox import OutboxWriter, pending_deliveries
+from app.shared.outbox.backlog import pending_deliveries
+from app.shared.outbox.writer import OutboxWriter
 from app.shared.queues import Queue
 from app.shared.uow import UnitOfWork
 

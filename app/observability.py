@@ -53,7 +53,7 @@ class PipelineCollector:
     def collect(self):
         from sqlalchemy import func, select
 
-        from app.shared.outbox import Delivery, DeliveryStatus
+        from app.shared.outbox.tables import Delivery, DeliveryStatus
 
         backlog = GaugeMetricFamily(
             "onlinestudy_outbox_backlog",

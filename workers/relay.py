@@ -20,7 +20,8 @@ from celery import Celery
 
 from app.bootstrap import Container
 from app.policies import BY_CONSUMER
-from app.shared.outbox import NEW_WORK, NOTIFY_CHANNEL, TASK_DONE, claim_due
+from app.shared.outbox.claim import claim_due
+from app.shared.outbox.notices import NEW_WORK, NOTIFY_CHANNEL, TASK_DONE
 
 log = structlog.get_logger(__name__)
 

@@ -11,7 +11,7 @@ from app.policies import BY_CONSUMER
 from app.shared.db.base import utcnow
 from app.shared.db.engine import on_postgresql
 from app.shared.idempotency import PROCESSED
-from app.shared.outbox import OutboxEvent
+from app.shared.outbox.tables import OutboxEvent
 
 CONSUMER = "mypage.project"
 BATCH = 1000

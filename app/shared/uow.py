@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.shared.db.bulk import column_values
 from app.shared.db.engine import autocommits
 from app.shared.events import RAISED, Aggregate, Event
-from app.shared.outbox import OutboxWriter, RowWrite
+from app.shared.outbox.writer import OutboxWriter, RowWrite
 
 # The request id or the id carried by the event being handled; stamped on every event raised.
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)

@@ -11,7 +11,7 @@ from app.orders import handlers as order_handlers
 from app.policies import BY_CONSUMER, Policy
 from app.shared.consumer import consume
 from app.shared.events import Event, EventType
-from app.shared.outbox import DeliveryStatus
+from app.shared.outbox.tables import DeliveryStatus
 from app.shared.uow import correlation_id
 from tests.integration.test_consumers import an_order, delivery, envelopes
 
