@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.shared.db.base import utcnow
 from app.shared.db.bulk import among
 from app.shared.db.engine import on_postgresql
+from app.shared.outbox.backoff import backoff_s
 from app.shared.outbox.notices import NOTIFY_CHANNEL, TASK_DONE
 from app.shared.outbox.tables import Delivery, DeliveryStatus
 
@@ -58,6 +59,6 @@ def record_failure(
         delivery.status = DeliveryStatus.DEAD
         return True
     delivery.next_attempt_at = utcnow() + timedelta(
-        seconds=retry_in_s * 2 ** (delivery.failures - 1)
+        seconds=backoff_s(retry_in_s, delivery.failures - 1)
     )
     return False

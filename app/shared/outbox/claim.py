@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.shared.db.base import UTCDateTime, utcnow
 from app.shared.db.bulk import among
 from app.shared.events import envelope
+from app.shared.outbox.backoff import backoff_s, backoff_schedule_s
 from app.shared.outbox.tables import Delivery, OutboxEvent, pending
 
 
@@ -63,9 +64,8 @@ def claim_due(
     due: list[DueDelivery] = []
     pushed: dict[datetime, list[int]] = defaultdict(list)  # next attempt -> deliveries
     for row in session.execute(stmt):
-        # Capped exponential: a consumer that is down for long is not flooded with copies.
-        factor = 2 ** min(row.published, 4)
-        pushed[now + timedelta(seconds=redelivery_timeout_s * factor)].append(row.id)
+        next_attempt_at = now + timedelta(seconds=backoff_s(redelivery_timeout_s, row.published))
+        pushed[next_attempt_at].append(row.id)
         due.append(_due_delivery(row))
     # One statement per distinct next attempt (usually one: first publications).
     for next_attempt_at, ids in pushed.items():
@@ -91,7 +91,7 @@ def _claim_quotas(
             "consumers": list(wanted),
             "quotas": list(wanted.values()),
             "now": now,
-            "timeout_s": redelivery_timeout_s,
+            "delays_s": backoff_schedule_s(redelivery_timeout_s),
         },
     )
     return [_due_delivery(row) for row in rows]
@@ -111,7 +111,7 @@ def _due_delivery(row: Row) -> DueDelivery:
     return DueDelivery(row.id, row.consumer, body)
 
 
-# The capped exponential of claim_due: a consumer that is down for long is not flooded.
+# Each delivery's next attempt is its entry of backoff_schedule_s (indexed from 1 by attempt).
 _CLAIM_QUOTAS = text(
     """
 WITH wanted AS (
@@ -129,8 +129,8 @@ WITH wanted AS (
     UPDATE outbox_deliveries AS d
     SET published = d.published + 1,
         next_attempt_at = CAST(:now AS timestamptz)
-            + make_interval(secs => :timeout_s * power(2, least(d.published, 4)))
-    FROM claimed
+            + make_interval(secs => delays.s[least(d.published + 1, cardinality(delays.s))])
+    FROM claimed, (SELECT CAST(:delays_s AS float8[]) AS s) AS delays
     WHERE d.id = claimed.id
     RETURNING d.id, d.consumer, d.event_id
 )
