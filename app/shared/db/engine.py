@@ -144,8 +144,3 @@ class Database:
 def autocommits(session: Session) -> bool:
     """Whether each statement of the session commits on its own."""
     return session.get_bind().get_execution_options().get(AUTOCOMMIT_POOL, False)
-
-
-def on_postgresql(session: Session) -> bool:
-    """Whether the session's database is PostgreSQL (else the embedded SQLite)."""
-    return session.get_bind().dialect.name == "postgresql"

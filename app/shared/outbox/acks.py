@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.shared.db.base import utcnow
 from app.shared.db.bulk import among
-from app.shared.db.engine import on_postgresql
+from app.shared.db.dialects import statements
 from app.shared.outbox.backoff import backoff_s
 from app.shared.outbox.notices import NOTIFY_CHANNEL, TASK_DONE
 from app.shared.outbox.tables import Delivery, DeliveryStatus
@@ -19,11 +19,7 @@ from app.shared.outbox.tables import Delivery, DeliveryStatus
 def announce_task_done(session: Session, consumer: str) -> None:
     """Tell the relay that one of `consumer`'s tasks has finished (a PostgreSQL NOTIFY; SQLite
     has none, and its relay does not count tasks in flight)."""
-    if on_postgresql(session):
-        session.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": NOTIFY_CHANNEL, "payload": f"{TASK_DONE}{consumer}"},
-        )
+    statements(session).notify(session, NOTIFY_CHANNEL, f"{TASK_DONE}{consumer}")
 
 
 def record_done(session: Session, consumer: str, event_ids: Sequence[str]) -> None:

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Table, TextClause, bindparam, insert, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.shared.db.base import utcnow
-from app.shared.db.engine import on_postgresql
+from app.shared.db.dialects import statements
 from app.shared.events import Event, EventType
 from app.shared.outbox.notices import NEW_WORK, NOTIFY_CHANNEL, new_work
 from app.shared.outbox.tables import Delivery, DeliveryStatus, OrderSequence, OutboxEvent
@@ -21,9 +20,9 @@ from app.shared.outbox.tables import Delivery, DeliveryStatus, OrderSequence, Ou
 
 def next_sequence(session: Session, order_no: str) -> int:
     """Allocate the order's next sequence. The row lock held to commit orders commits too."""
-    dialect = postgresql if on_postgresql(session) else sqlite
     stmt = (
-        dialect.insert(OrderSequence)
+        statements(session)
+        .upsert(OrderSequence.__table__)
         .values(order_no=order_no, last_sequence=1)
         .on_conflict_do_update(
             index_elements=[OrderSequence.order_no],
@@ -64,9 +63,9 @@ class OutboxWriter:
         return now + timedelta(seconds=delay) if delay else now
 
     def write(self, session: Session, events: Iterable[Event], row: RowWrite | None = None) -> None:
-        """Write the events and their deliveries; with `row`, write that row first. On
-        PostgreSQL, with one event per order (the usual case), all of it is one statement:
-        atomic on its own, so it needs no transaction around it."""
+        """Write the events and their deliveries; with `row`, write that row first. Where
+        `writes_in_one_statement` (PostgreSQL, one event per order: the usual case), all of it
+        is one statement: atomic on its own, so it needs no transaction around it."""
         events = list(events)
         if self.writes_in_one_statement(session, events):
             self._write_in_one_statement(session, events, row)
@@ -82,10 +81,15 @@ class OutboxWriter:
 
     @staticmethod
     def writes_in_one_statement(session: Session, events: list[Event]) -> bool:
+        """Whether `write` takes the one-statement path: the database can write several tables
+        in one statement, and every event has an order of its own. The statement gives each
+        order one next sequence (an upsert may not touch one row twice), and finds each
+        event's sequence by its order. Else the row, each sequence and the events are
+        written one statement after the other."""
         order_nos = [event.order_no for event in events]
         return (
             bool(events)
-            and on_postgresql(session)
+            and statements(session).one_statement_writes
             and None not in order_nos
             and len(set(order_nos)) == len(order_nos)
         )
@@ -124,12 +128,8 @@ class OutboxWriter:
         if delivery_rows:
             session.execute(insert(Delivery), delivery_rows)
         due_now = [row["consumer"] for row in delivery_rows if row["next_attempt_at"] <= now]
-        if on_postgresql(session) and due_now:
-            # NOTIFY is transactional: the relay hears it at commit, never for a rollback.
-            session.execute(
-                text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": NOTIFY_CHANNEL, "payload": new_work(due_now)},
-            )
+        if due_now:
+            statements(session).notify(session, NOTIFY_CHANNEL, new_work(due_now))
 
     def _write_in_one_statement(
         self, session: Session, events: list[Event], row: RowWrite | None
