@@ -20,7 +20,7 @@ def make_engine(url: str, autocommit: bool = False) -> Engine:
     # retry (the score chain) or split and redo their batch (consumers).
     # With `autocommit`, a pool of its own whose connections stay in autocommit. Switching the
     # connections of the transactional pool at every checkout and back at every checkin (an
-    # isolation level execution option) cost about 5% of the API's CPU.
+    # isolation level execution option) would cost a round of driver calls on every request.
     isolation = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     engine = create_engine(url, pool_size=5, max_overflow=10, **isolation)
     if autocommit:
@@ -34,8 +34,8 @@ def make_engine(url: str, autocommit: bool = False) -> Engine:
 def _send_lists_in_binary(engine: Engine) -> None:
     # The batch statements pass each column as one array (`unnest`, `= ANY`). psycopg sends a
     # list in text form unless told otherwise, and escapes each element with a regular
-    # expression in Python: 40 event ids cost about 100 us, 40 JSON payloads 350 us. In binary
-    # form the same lists cost 13-20 us. Lists were 6-12% of a worker's CPU.
+    # expression in Python, which makes a batch's lists a real part of a worker's CPU; in
+    # binary form they are copied as they are.
     from psycopg.types.array import ListBinaryDumper
 
     @event.listens_for(engine, "connect")
@@ -55,9 +55,8 @@ def _plan_batch_reads_each_execution(engine: Engine) -> None:
     # a batch read (`order_no = ANY($1)`: learnings, evaluations, My page rows, deliveries) is a
     # sequential scan, and it stays one as the table grows until ANALYZE comes (never, with
     # autovacuum off). Those statements are sent unprepared, so PostgreSQL plans each execution
-    # at the table's size of that moment (`make bench`: its CPU per final score 7.5-14.0 ->
-    # 4.2-4.7 ms). The others keep their prepared plans: planning the outbox's write anew
-    # cost every order 0.2-0.4 ms of PostgreSQL's CPU.
+    # at the table's size of that moment. The others keep their prepared plans: planning the
+    # outbox's write anew would cost PostgreSQL's CPU on every order.
     # The same holds for a batch update joined to its keys (`update_rows`): prepared while
     # My page was new, its UPDATE scanned the whole table for every batch ever after.
     @event.listens_for(engine, "do_execute")
