@@ -8,7 +8,7 @@ from app.config import Settings
 from app.container import Container
 from app.notification.senders import SmsSender, make_sender
 from app.policies import POLICIES, deferred_deliveries, subscribers
-from app.shared.outbox import OutboxWriter
+from app.shared.outbox.writer import OutboxWriter
 from app.shared.queues import Queue
 
 

@@ -176,7 +176,7 @@ def events() -> None:
 def events_dead() -> None:
     """List deliveries parked after too many failures."""
     from app.bootstrap import bootstrap
-    from app.shared.outbox import dead_deliveries
+    from app.shared.outbox.dead_letters import dead_deliveries
 
     with bootstrap(_settings()).main_session() as session:
         rows = dead_deliveries(session)
@@ -197,7 +197,7 @@ def events_dead() -> None:
 def events_replay(event_id: str | None, consumer: str | None) -> None:
     """Deliver dead letters again (all of them, or those selected)."""
     from app.bootstrap import bootstrap
-    from app.shared.outbox import replay_dead
+    from app.shared.outbox.dead_letters import replay_dead
 
     with bootstrap(_settings()).main_session() as session:
         count = replay_dead(session, event_id, consumer)

@@ -17,7 +17,7 @@ from app.observability import EVENTS
 from app.policies import Policy
 from app.shared.events import Event
 from app.shared.idempotency import claim_all
-from app.shared.outbox import announce_task_done, record_done, record_failure
+from app.shared.outbox.acks import announce_task_done, record_done, record_failure
 from app.shared.uow import correlation_id
 
 log = structlog.get_logger(__name__)

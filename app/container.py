@@ -22,8 +22,9 @@ from app.notification.handlers import NotificationUnitOfWork
 from app.notification.senders import SmsSender
 from app.orders.handlers import OrdersUnitOfWork
 from app.security import Tokens
-from app.shared.db import Database
-from app.shared.outbox import OutboxWriter, pending_deliveries
+from app.shared.db.engine import Database
+from app.shared.outbox.backlog import pending_deliveries
+from app.shared.outbox.writer import OutboxWriter
 from app.shared.uow import UnitOfWork
 
 

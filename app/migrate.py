@@ -43,7 +43,8 @@ def upgrade(settings: Settings) -> None:
 def run_env(context, bind: str) -> None:
     """The body of both env.py files (online mode only: we always have a database)."""
     from app import models  # noqa: F401
-    from app.shared.db import MainBase, NotificationBase, make_engine
+    from app.shared.db.base import MainBase, NotificationBase
+    from app.shared.db.engine import make_engine
 
     metadata = MainBase.metadata if bind == "main" else NotificationBase.metadata
     engine = make_engine(context.config.get_main_option("sqlalchemy.url"))

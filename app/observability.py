@@ -29,7 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.shared.outbox import Delivery, DeliveryStatus
+from app.shared.outbox.tables import Delivery, DeliveryStatus
 from app.shared.queues import Queue
 from app.shared.uow import correlation_id
 

@@ -25,9 +25,11 @@ from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 from app.orders.model import Order, OrderStatus
 from app.orders.repository import _COURSE_TO_ORDER
 from app.policies import subscribers
-from app.shared.db import column_values, utcnow
+from app.shared.db.base import utcnow
+from app.shared.db.bulk import column_values
 from app.shared.events import EventType
-from app.shared.outbox import NOTIFY_CHANNEL, _new_work, _write_all_after
+from app.shared.outbox.notices import NOTIFY_CHANNEL, new_work
+from app.shared.outbox.writer import _write_all_after
 
 # The columns the API writes for a new order (all of the row's but its generated id).
 _COLUMNS = tuple(column_values(Order()))
@@ -91,7 +93,7 @@ def create_app() -> Flask:
                 "d_due": [now] * len(consumers),
                 "now": now,
                 "channel": NOTIFY_CHANNEL,
-                "payload": _new_work(consumers),
+                "payload": new_work(consumers),
             },
         ).fetchall()
         answer = {name: row[name] for name in ("order_no", "course_no", "phone", "status")}

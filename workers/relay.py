@@ -24,7 +24,8 @@ from app.container import Container
 from app.logging import configure_logging
 from app.policies import BY_CONSUMER
 from app.process import freeze_startup_heap
-from app.shared.outbox import NEW_WORK, NOTIFY_CHANNEL, TASK_DONE, claim_due
+from app.shared.outbox.claim import claim_due
+from app.shared.outbox.notices import NEW_WORK, NOTIFY_CHANNEL, TASK_DONE
 
 log = structlog.get_logger(__name__)
 

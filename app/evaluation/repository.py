@@ -6,7 +6,8 @@ from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session, joinedload, lazyload
 
 from app.evaluation.model import Evaluation
-from app.shared.db import among, column_values, insert_missing, paged, where_given
+from app.shared.db.bulk import among, column_values, insert_missing
+from app.shared.db.paging import paged, where_given
 from app.shared.states import EvaluationStatus
 
 _evaluations = Evaluation.__table__.c

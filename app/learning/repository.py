@@ -6,7 +6,8 @@ from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.learning.model import Learning, Manager
-from app.shared.db import among, column_values, insert_rows, paged, where_given
+from app.shared.db.bulk import among, column_values, insert_rows
+from app.shared.db.paging import paged, where_given
 from app.shared.states import LearningStatus
 
 

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from sqlalchemy import Date, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.shared.db import MainBase, UTCDateTime
+from app.shared.db.base import MainBase, UTCDateTime
 
 
 class MyPageRow(MainBase):

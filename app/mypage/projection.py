@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from app.mypage.model import MyPageRow
-from app.shared.db import among, insert_missing, update_rows
+from app.shared.db.bulk import among, insert_missing, update_rows
 from app.shared.events import Event, EventType
 from app.shared.states import EvaluationStatus, LearningStatus, OrderStatus
 from app.shared.uow import UnitOfWork

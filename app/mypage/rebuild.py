@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from app.mypage.model import MyPageRow
 from app.mypage.projection import apply, new_row
-from app.shared.db import on_postgresql, utcnow
+from app.shared.db.base import utcnow
+from app.shared.db.dialects import statements
 from app.shared.events import EventType
 from app.shared.idempotency import PROCESSED
-from app.shared.outbox import OutboxEvent
+from app.shared.outbox.tables import OutboxEvent
 
 BATCH = 1000
 
@@ -21,10 +22,9 @@ def rebuild(session: Session, consumer: str, event_types: Iterable[EventType]) -
     """Replace every My page row by the fold of the outbox events of `event_types` (those the
     projection handles), and record them as processed by `consumer` (the projection's), so
     their redelivery is a no-op. The caller commits. Returns the number of rows."""
-    if on_postgresql(session):
-        # The live projection (SELECT ... FOR UPDATE, INSERT) waits until the commit; readers
-        # go on seeing the old rows. SQLite serializes its writers already.
-        session.execute(text("LOCK TABLE mypage_rows IN EXCLUSIVE MODE"))
+    # The live projection (SELECT ... FOR UPDATE, INSERT) waits until the commit; readers go
+    # on seeing the old rows.
+    statements(session).lock_out_writers(session, MyPageRow.__table__)
     processed = PROCESSED["main"]
     session.execute(delete(MyPageRow))
     session.execute(delete(processed).where(processed.c.consumer == consumer))

@@ -12,7 +12,7 @@ from app.notification.model import idempotency_key
 from app.notification.repository import SmsRepository
 from app.notification.senders import Outgoing, PermanentSendError, SmsSender, TransientSendError
 from app.notification.templates import render
-from app.shared.db import utcnow
+from app.shared.db.base import utcnow
 from app.shared.events import Event
 from app.shared.states import SmsStatus
 from app.shared.uow import UnitOfWork

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.shared.db import NotificationBase, UTCDateTime
+from app.shared.db.base import NotificationBase, UTCDateTime
 
 
 class SmsMessage(NotificationBase):

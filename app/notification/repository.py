@@ -6,7 +6,8 @@ from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from app.notification.model import SmsMessage
-from app.shared.db import among_keys, insert_missing, paged, update_rows, where_given
+from app.shared.db.bulk import among_keys, insert_missing, update_rows
+from app.shared.db.paging import paged, where_given
 from app.shared.states import SmsStatus
 
 _SMS = SmsMessage.__table__

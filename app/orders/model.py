@@ -8,7 +8,7 @@ from datetime import date, datetime
 from sqlalchemy import Boolean, Date, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.shared.db import MainBase, UTCDateTime, utcnow
+from app.shared.db.base import MainBase, UTCDateTime, utcnow
 from app.shared.errors import Conflict
 from app.shared.events import Aggregate, Event, EventType
 from app.shared.states import OrderStatus

@@ -6,7 +6,7 @@ from sqlalchemy import Row, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.orders.model import Course, Order
-from app.shared.db import paged, where_given
+from app.shared.db.paging import paged, where_given
 from app.shared.states import OrderStatus
 
 _courses = Course.__table__

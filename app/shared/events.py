@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import object_session
 
-from app.shared.db import utcnow
+from app.shared.db.base import utcnow
 
 # Session.info key: aggregates that raised events, held strongly until the unit of work takes
 # them (the identity map holds a clean object weakly, and would drop it with its events).

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Column, MetaData, String, Table, text
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import Column, MetaData, String, Table
 from sqlalchemy.orm import Session
 
-from app.shared.db import MainBase, NotificationBase, UTCDateTime, on_postgresql, utcnow
+from app.shared.db.base import MainBase, NotificationBase, UTCDateTime, utcnow
+from app.shared.db.dialects import statements
 
 
 def _processed_messages(metadata: MetaData, name: str) -> Table:
@@ -43,19 +43,4 @@ def claim_all(session: Session, bind: str, consumer: str, event_ids: Iterable[st
     ids = sorted(set(event_ids))
     if not ids:
         return set()
-    if on_postgresql(session):
-        # The ids as one array: one SQL text whatever the batch size, parsed once.
-        inserted = session.execute(
-            text(
-                f"INSERT INTO {table.name} (consumer, event_id, processed_at) "
-                "SELECT :consumer, e, :now FROM unnest(CAST(:ids AS varchar[])) AS e "
-                "ON CONFLICT DO NOTHING RETURNING event_id"
-            ),
-            {"consumer": consumer, "now": now, "ids": ids},
-        )
-    else:
-        rows = [{"consumer": consumer, "event_id": i, "processed_at": now} for i in ids]
-        inserted = session.execute(
-            sqlite.insert(table).values(rows).on_conflict_do_nothing().returning(table.c.event_id)
-        )
-    return set(inserted.scalars())
+    return statements(session).insert_processed(session, table, consumer, ids, now)

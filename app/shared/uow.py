@@ -9,9 +9,10 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from app.shared.db import autocommits, column_values
+from app.shared.db.bulk import column_values
+from app.shared.db.engine import autocommits
 from app.shared.events import RAISED, Aggregate, Event
-from app.shared.outbox import OutboxWriter, RowWrite
+from app.shared.outbox.writer import OutboxWriter, RowWrite
 
 # The request id or the id carried by the event being handled; stamped on every event raised.
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
@@ -23,7 +24,7 @@ _UNIT_OF_WORK = "onlinestudy.unit_of_work"
 @sa_event.listens_for(Session, "before_flush")
 def _take_events_at_flush(session: Session, *_args) -> None:
     # One listener for every session, rather than one added and removed by each unit of work:
-    # adding and removing a listener is costly work to repeat on every request.
+    # adding and removing a listener is slow work for SQLAlchemy, on the path of every order.
     uow = session.info.get(_UNIT_OF_WORK)
     if uow is not None:
         uow._take_events(session)

@@ -10,7 +10,7 @@ from typing import Sequence, Union
 from alembic import op
 import sqlalchemy as sa
 
-import app.shared.db
+import app.shared.db.base
 ${imports if imports else ""}
 
 # revision identifiers, used by Alembic.

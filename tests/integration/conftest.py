@@ -8,7 +8,7 @@ from app import create_app
 from app.bootstrap import bootstrap
 from app.config import Settings
 from app.migrate import upgrade
-from app.shared.db import make_engine
+from app.shared.db.engine import make_engine
 from tests.conftest import REDIS_URL, drop_database, fresh_database
 from tests.unit.fakes import FakeCelery, FakeSender
 

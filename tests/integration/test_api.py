@@ -5,7 +5,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from app.shared.outbox import Delivery, OutboxEvent
+from app.shared.outbox.tables import Delivery, OutboxEvent
 from tests.helpers import course_body, order_body, random_category, random_phone
 
 

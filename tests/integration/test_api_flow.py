@@ -9,7 +9,7 @@ from sqlalchemy import select
 from app.consumer import consume
 from app.evaluation.handlers import ScoreOutcome, ScoreUnavailable
 from app.policies import BY_CONSUMER
-from app.shared.outbox import OutboxEvent
+from app.shared.outbox.tables import OutboxEvent
 from tests.helpers import course_body, order_body, random_phone
 from tests.unit.fakes import FakeScoreChain
 

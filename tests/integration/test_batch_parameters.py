@@ -11,7 +11,8 @@ from psycopg.adapt import PyFormat
 from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select
 
-from app.shared.db import UTCDateTime, among, insert_missing, insert_rows, update_rows
+from app.shared.db.base import UTCDateTime
+from app.shared.db.bulk import among, insert_missing, insert_rows, update_rows
 
 TRICKY = ['a"b', "c\\d", "{x,y}", "NULL", "", " 수료 축하드립니다 ", "tab\there", "line\nbreak"]
 

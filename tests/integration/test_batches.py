@@ -12,7 +12,7 @@ from app.mypage.model import MyPageRow
 from app.orders import handlers as order_handlers
 from app.policies import BY_CONSUMER
 from app.shared.events import Event, EventType
-from app.shared.outbox import DeliveryStatus
+from app.shared.outbox.tables import DeliveryStatus
 from app.shared.uow import correlation_id
 from tests.integration.test_consumers import an_order, delivery, envelopes
 

@@ -13,7 +13,7 @@ from app.learning.model import Learning
 from app.orders import handlers as orders
 from app.policies import BY_CONSUMER, subscribers
 from app.shared.errors import Conflict
-from app.shared.outbox import OutboxEvent
+from app.shared.outbox.tables import OutboxEvent
 from tests.helpers import random_course_no, random_phone
 
 

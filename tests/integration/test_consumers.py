@@ -14,7 +14,8 @@ from app.notification.model import SmsMessage
 from app.orders import handlers
 from app.policies import BY_CONSUMER
 from app.shared.events import EventType
-from app.shared.outbox import Delivery, DeliveryStatus, OutboxEvent, dead_deliveries, replay_dead
+from app.shared.outbox.dead_letters import dead_deliveries, replay_dead
+from app.shared.outbox.tables import Delivery, DeliveryStatus, OutboxEvent
 from app.shared.states import LearningStatus
 from tests.helpers import random_course_no, random_phone
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from app.shared.db import Database, autocommits
+from app.shared.db.engine import Database, autocommits
 
 pytestmark = pytest.mark.speed
 

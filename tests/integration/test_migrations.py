@@ -7,7 +7,7 @@ from sqlalchemy import create_engine
 
 from app.config import Settings
 from app.migrate import upgrade
-from app.shared.db import MainBase, NotificationBase
+from app.shared.db.base import MainBase, NotificationBase
 
 METADATA = {"main": MainBase.metadata, "notification": NotificationBase.metadata}
 

@@ -17,7 +17,7 @@ from app.orders import handlers
 from app.policies import BY_CONSUMER, POLICIES, Policy
 from app.shared.events import EventType
 from app.shared.idempotency import PROCESSED
-from app.shared.outbox import Delivery, DeliveryStatus, OutboxEvent
+from app.shared.outbox.tables import Delivery, DeliveryStatus, OutboxEvent
 from tests.helpers import random_course_no, random_phone
 
 # The My page answer of SPEC section 8.

@@ -5,7 +5,7 @@ from sqlalchemy import select
 from app.consumer import consume
 from app.logging import _mask_phones
 from app.policies import BY_CONSUMER
-from app.shared.outbox import OutboxEvent
+from app.shared.outbox.tables import OutboxEvent
 from tests.helpers import course_body, order_body
 
 

@@ -13,7 +13,7 @@ from app.orders.model import Course, Order
 from app.policies import BY_CONSUMER
 from app.shared.errors import Conflict
 from app.shared.events import EventType
-from app.shared.outbox import Delivery, OutboxEvent
+from app.shared.outbox.tables import Delivery, OutboxEvent
 from tests.helpers import random_course_no, random_phone
 
 

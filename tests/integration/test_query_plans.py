@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import ARRAY, Column, Integer, MetaData, String, Table, any_, bindparam, select
 from sqlalchemy.orm import Session
 
-from app.shared.db import among_keys, make_engine, update_rows
+from app.shared.db.bulk import among_keys, update_rows
+from app.shared.db.engine import make_engine
 
 pytestmark = pytest.mark.speed
 

@@ -22,8 +22,10 @@ from app.learning.handlers import RegisterManager, register_manager
 from app.mypage.model import MyPageRow
 from app.orders import handlers
 from app.policies import BY_CONSUMER
-from app.shared.db import utcnow
-from app.shared.outbox import NOTIFY_CHANNEL, Delivery, OutboxEvent, claim_due
+from app.shared.db.base import utcnow
+from app.shared.outbox.claim import claim_due
+from app.shared.outbox.notices import NOTIFY_CHANNEL
+from app.shared.outbox.tables import Delivery, OutboxEvent
 from tests.conftest import REDIS_URL
 from tests.helpers import random_course_no, random_phone
 from tests.integration.test_consumers import envelopes

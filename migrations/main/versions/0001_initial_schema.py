@@ -10,7 +10,7 @@ from typing import Sequence, Union
 from alembic import op
 import sqlalchemy as sa
 
-import app.shared.db
+import app.shared.db.base
 
 
 # revision identifiers, used by Alembic.
@@ -32,10 +32,10 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('manager_id', sa.Integer(), nullable=True),
     sa.Column('manager_name', sa.String(length=100), nullable=True),
-    sa.Column('opened_at', app.shared.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('started_at', app.shared.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('completed_at', app.shared.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('cancelled_at', app.shared.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('opened_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('completed_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('cancelled_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_learning_learnings')),
     sa.UniqueConstraint('order_no', name=op.f('uq_learning_learnings_order_no'))
     )
@@ -49,7 +49,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=100), nullable=False),
     sa.Column('phone', sa.String(length=20), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
-    sa.Column('created_at', app.shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_learning_managers'))
     )
     op.create_table('mypage_rows',
@@ -63,10 +63,10 @@ def upgrade() -> None:
     sa.Column('evaluation_status', sa.String(length=16), nullable=True),
     sa.Column('latest_score', sa.Integer(), nullable=True),
     sa.Column('final_score', sa.Integer(), nullable=True),
-    sa.Column('ordered_at', app.shared.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('ordered_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('begin_date', sa.Date(), nullable=True),
     sa.Column('end_date', sa.Date(), nullable=True),
-    sa.Column('updated_at', app.shared.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('order_seq', sa.Integer(), nullable=False),
     sa.Column('learning_seq', sa.Integer(), nullable=False),
     sa.Column('evaluation_seq', sa.Integer(), nullable=False),
@@ -84,7 +84,7 @@ def upgrade() -> None:
     sa.Column('category', sa.String(length=50), nullable=False),
     sa.Column('price', sa.Integer(), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
-    sa.Column('created_at', app.shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_orders_courses')),
     sa.UniqueConstraint('course_no', name=op.f('uq_orders_courses_course_no'))
     )
@@ -97,12 +97,12 @@ def upgrade() -> None:
     sa.Column('course_no', sa.String(length=32), nullable=False),
     sa.Column('phone', sa.String(length=20), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('ordered_at', app.shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ordered_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('begin_date', sa.Date(), nullable=False),
     sa.Column('end_date', sa.Date(), nullable=False),
     sa.Column('score', sa.Integer(), nullable=True),
-    sa.Column('completed_at', app.shared.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('cancelled_at', app.shared.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('completed_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('cancelled_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('idempotency_key', sa.String(length=128), nullable=True),
     sa.Column('request_fingerprint', sa.String(length=64), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_orders_orders')),
@@ -120,7 +120,7 @@ def upgrade() -> None:
     sa.Column('event_type', sa.String(length=64), nullable=False),
     sa.Column('order_no', sa.String(length=32), nullable=True),
     sa.Column('sequence', sa.Integer(), nullable=False),
-    sa.Column('occurred_at', app.shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('occurred_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('correlation_id', sa.String(length=64), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_events')),
@@ -137,7 +137,7 @@ def upgrade() -> None:
     op.create_table('processed_messages',
     sa.Column('consumer', sa.String(length=64), nullable=False),
     sa.Column('event_id', sa.String(length=36), nullable=False),
-    sa.Column('processed_at', app.shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('processed_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('consumer', 'event_id', name=op.f('pk_processed_messages'))
     )
     op.create_table('outbox_deliveries',
@@ -147,9 +147,9 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('published', sa.Integer(), nullable=False),
     sa.Column('failures', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', app.shared.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('created_at', app.shared.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('done_at', app.shared.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_attempt_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('done_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['event_id'], ['outbox_events.event_id'], name=op.f('fk_outbox_deliveries_event_id_outbox_events')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_deliveries')),

@@ -10,7 +10,7 @@ from typing import Sequence, Union
 from alembic import op
 import sqlalchemy as sa
 
-import app.shared.db
+import app.shared.db.base
 
 
 # revision identifiers, used by Alembic.
@@ -32,9 +32,9 @@ def upgrade() -> None:
     sa.Column('manager_id', sa.Integer(), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('final_score', sa.Integer(), nullable=True),
-    sa.Column('opened_at', app.shared.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('finalized_at', app.shared.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('cancelled_at', app.shared.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('opened_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finalized_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('cancelled_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_evaluation_evaluations')),
     sa.UniqueConstraint('order_no', name=op.f('uq_evaluation_evaluations_order_no'))
     )
@@ -47,7 +47,7 @@ def upgrade() -> None:
     sa.Column('evaluation_id', sa.Integer(), nullable=False),
     sa.Column('score', sa.Integer(), nullable=False),
     sa.Column('comment', sa.Text(), nullable=False),
-    sa.Column('recorded_at', app.shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('recorded_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['evaluation_id'], ['evaluation_evaluations.id'], name=op.f('fk_evaluation_records_evaluation_id_evaluation_evaluations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_evaluation_records'))
     )

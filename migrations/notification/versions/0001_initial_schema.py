@@ -10,7 +10,7 @@ from typing import Sequence, Union
 from alembic import op
 import sqlalchemy as sa
 
-import app.shared.db
+import app.shared.db.base
 
 
 # revision identifiers, used by Alembic.
@@ -26,7 +26,7 @@ def upgrade() -> None:
     op.create_table('notification_processed_messages',
     sa.Column('consumer', sa.String(length=64), nullable=False),
     sa.Column('event_id', sa.String(length=36), nullable=False),
-    sa.Column('processed_at', app.shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('processed_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('consumer', 'event_id', name=op.f('pk_notification_processed_messages'))
     )
     op.create_table('notification_sms',
@@ -41,8 +41,8 @@ def upgrade() -> None:
     sa.Column('provider_message_id', sa.String(length=128), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('created_at', app.shared.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('sent_at', app.shared.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', app.shared.db.base.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_notification_sms')),
     sa.UniqueConstraint('event_id', 'phone', name='uq_notification_sms_event_phone')
     )
