@@ -11,22 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.conftest import assert_ready, free_port
+from tests.e2e.conftest import assert_ready, embedded_env, free_port, start_embedded
 from tests.helpers import eventually
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_API = "api=http://127.0.0.1:8088"
-# The embedded default: none of the server settings may leak in (tests/conftest.py sets the
-# broker for the other suites).
-SERVER_SETTINGS = (
-    "DATABASE_URL",
-    "NOTIFICATION_DATABASE_URL",
-    "CELERY_BROKER_URL",
-    "CELERY_RESULT_BACKEND",
-    "ONLINESTUDY_VAR_DIR",
-    "JWT_SECRET",
-    "JWT_SECRET_FILE",
-)
 
 
 def walkthrough_blocks() -> list[str]:
@@ -44,17 +33,10 @@ def test_the_readme_walkthrough_works_as_written(tmp_path):
     port = free_port()
     script = "\n".join(blocks).replace(README_API, f"api=http://127.0.0.1:{port}", 1)
 
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_SETTINGS}
+    env = embedded_env()
     env["ONLINESTUDY_VAR_DIR"] = str(tmp_path / "var")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    run = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "run", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=open(tmp_path / "run.log", "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    run = start_embedded(tmp_path, port, env)
     try:
         eventually(lambda: assert_ready(f"http://127.0.0.1:{port}"), timeout_s=60)
         walk = subprocess.run(
