@@ -1,1 +1,1 @@
-"""The benchmark of issue 7: `python -m bench [--quick]` (see bench/README.md)."""
+"""The benchmark: `python -m bench [--quick]` (see bench/README.md)."""

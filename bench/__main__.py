@@ -1,4 +1,4 @@
-"""The benchmark of issue 7: `python -m bench [--quick]`.
+"""The benchmark: `python -m bench [--quick]`.
 
 Starts the system on PostgreSQL and Redis with the fixed 2-core layout of bench.system.Layout,
 measures the two baselines (hello-JSON on the same gunicorn settings, Celery no-op tasks on the

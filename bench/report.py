@@ -1,4 +1,4 @@
-"""Ratios to the baselines, the goals of issue 7, and the printed table."""
+"""Ratios to the baselines, the performance goals, and the printed table."""
 
 from __future__ import annotations
 

@@ -37,6 +37,37 @@ def assert_ready(base_url: str) -> None:
         raise AssertionError("API not up yet") from exc
 
 
+# The embedded default: none of the server settings may leak in (tests/conftest.py sets the
+# broker for the other suites).
+SERVER_SETTINGS = (
+    "DATABASE_URL",
+    "NOTIFICATION_DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "ONLINESTUDY_VAR_DIR",
+    "JWT_SECRET",
+    "JWT_SECRET_FILE",
+)
+
+
+def embedded_env() -> dict[str, str]:
+    """This process's environment without the server settings: `onlinestudy run`'s default."""
+    return {k: v for k, v in os.environ.items() if k not in SERVER_SETTINGS}
+
+
+def start_embedded(folder: Path, port: int, env: dict[str, str]) -> subprocess.Popen:
+    """`onlinestudy run` in `folder`, in its own process group (so Ctrl-C reaches all of it),
+    its output in `folder/run.log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "run", "--port", str(port)],
+        cwd=folder,
+        env=env,
+        stdout=open(folder / "run.log", "wb"),  # noqa: SIM115 - kept open for the child
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 class Processes:
     """Starts and stops the system's processes; their output goes to files under `logs`."""
 

@@ -10,30 +10,15 @@ import sys
 
 import requests
 
-from tests.e2e.conftest import assert_ready, free_port
+from tests.e2e.conftest import assert_ready, embedded_env, free_port, start_embedded
 from tests.helpers import course_body, eventually, order_body, random_phone
-
-SERVER_SETTINGS = (
-    "DATABASE_URL",
-    "NOTIFICATION_DATABASE_URL",
-    "CELERY_BROKER_URL",
-    "CELERY_RESULT_BACKEND",
-    "ONLINESTUDY_VAR_DIR",
-)
 
 
 def test_the_embedded_default_runs_the_slice_and_stops_on_ctrl_c(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_SETTINGS}
+    env = embedded_env()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    run = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "run", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=open(tmp_path / "run.log", "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    run = start_embedded(tmp_path, port, env)
     try:
         eventually(lambda: assert_ready(base), timeout_s=60)
         # A token as the README says: `onlinestudy token`, in the same folder as the system.

@@ -1,4 +1,4 @@
-"""Who may do what (SPEC 8 + issue 5): every endpoint against every role, tokens, limits."""
+"""Who may do what (SPEC 8): every endpoint against every role, tokens, limits."""
 
 from __future__ import annotations
 
