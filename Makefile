@@ -17,11 +17,12 @@ run: $(INSTALLED)
 	$(BIN)/onlinestudy run
 
 ## Every test: unit (fakes), integration (PostgreSQL), end to end (Redis + real workers),
-## after the lint and the layers (import-linter).
+## after the lint, the layers (import-linter) and the types (mypy).
 test: $(INSTALLED)
 	scripts/ensure-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 test-unit: $(INSTALLED)

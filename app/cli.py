@@ -127,33 +127,35 @@ def run(port: int, host: str, concurrency: int) -> None:
     shutil.rmtree(settings.heartbeats_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    children = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"{host}:{port}",
-                "--workers",
-                "2",
-                "--access-logfile",
-                "-",
-                "app:create_app()",
-            ]
-        ),
-        subprocess.Popen([sys.executable, "-m", "app.cli", "relay"]),
-        subprocess.Popen(
-            _worker_argv(ALL_QUEUES.split(","), concurrency, "all@%h", settings.embedded)
-        ),
+    argvs = [
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            "2",
+            "--access-logfile",
+            "-",
+            "app:create_app()",
+        ],
+        [sys.executable, "-m", "app.cli", "relay"],
+        _worker_argv(ALL_QUEUES.split(","), concurrency, "all@%h", settings.embedded),
     ]
+    children = [subprocess.Popen(argv) for argv in argvs]
     click.echo(f"onlinestudy is running on http://{host}:{port} (Ctrl-C stops it)", err=True)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     while not stopping.is_set() and all(child.poll() is None for child in children):
         stopping.wait(0.5)
-    failed = [child.args[2] for child in children if child.poll() not in (None, 0)]
+    # Each is `python -m <program> ...`: the program names the part that stopped.
+    failed = [
+        argv[2]
+        for argv, child in zip(argvs, children, strict=True)
+        if child.poll() not in (None, 0)
+    ]
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)

@@ -8,7 +8,8 @@ failure counted and the others go through.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import structlog
 
@@ -18,15 +19,20 @@ from app.policies import Policy
 from app.shared.events import Event
 from app.shared.idempotency import claim_all
 from app.shared.outbox.acks import announce_task_done, record_done, record_failure
-from app.shared.uow import correlation_id
+from app.shared.uow import UnitOfWork, correlation_id
 
 log = structlog.get_logger(__name__)
 
 RETRY_BASE_S = 1.0
 
+U = TypeVar("U", bound=UnitOfWork)
+
 
 def consume(
-    container: Container, policy: Policy, envelopes: Iterable[dict], announce_end: bool = False
+    container: Container,
+    policy: Policy[U],
+    envelopes: Iterable[dict[str, Any]],
+    announce_end: bool = False,
 ) -> list[str]:
     """Handle each event of the batch; returns the ids now recorded as done. With
     `announce_end` (a worker's task), tell the relay the task is over: in the batch's last
@@ -50,7 +56,7 @@ def consume(
         )
         applied = [event for event in events if _apply_alone(container, policy, event)]
     if policy.after_commit is not None and applied:
-        applied = _after_commit(container, policy, applied)
+        applied = _after_commit(container, policy, policy.after_commit, applied)
     done = [event.event_id for event in applied]
     if done and not _done_with_effects(policy):
         with container.main_session() as session:
@@ -74,13 +80,13 @@ def announce_done(container: Container, consumer: str) -> None:
         log.warning("relay.announce_failed", consumer=consumer, error=str(exc))
 
 
-def _done_with_effects(policy: Policy) -> bool:
+def _done_with_effects(policy: Policy[U]) -> bool:
     """DONE can commit with the effects when they share the database and nothing is left to
     do after the commit: then the whole batch is one transaction."""
     return policy.bind == "main" and policy.after_commit is None
 
 
-def _routed(policy: Policy, envelopes: Iterable[dict]) -> list[Event]:
+def _routed(policy: Policy[U], envelopes: Iterable[dict[str, Any]]) -> list[Event]:
     """The batch's events, each once, minus any this policy does not handle."""
     events: dict[str, Event] = {}
     for body in envelopes:
@@ -94,10 +100,12 @@ def _routed(policy: Policy, envelopes: Iterable[dict]) -> list[Event]:
 
 
 def _apply(
-    container: Container, policy: Policy, events: list[Event], announce_end: bool = False
+    container: Container, policy: Policy[U], events: list[Event], announce_end: bool = False
 ) -> None:
     ids = [event.event_id for event in events]
-    with policy.unit_of_work(container) as uow:
+    # Entered by name: UnitOfWork.__enter__ returns self, but is typed as the base class.
+    uow = policy.unit_of_work(container)
+    with uow:
         fresh = claim_all(uow.session, policy.bind, policy.consumer, ids)
         todo = [event for event in events if event.event_id in fresh]
         if todo:
@@ -112,7 +120,7 @@ def _apply(
     log.info("events.handled", consumer=policy.consumer, handled=len(todo), duplicate=duplicate)
 
 
-def _apply_alone(container: Container, policy: Policy, event: Event) -> bool:
+def _apply_alone(container: Container, policy: Policy[U], event: Event) -> bool:
     token = correlation_id.set(event.correlation_id)
     try:
         _apply(container, policy, [event])
@@ -124,10 +132,15 @@ def _apply_alone(container: Container, policy: Policy, event: Event) -> bool:
         correlation_id.reset(token)
 
 
-def _after_commit(container: Container, policy: Policy, events: list[Event]) -> list[Event]:
+def _after_commit(
+    container: Container,
+    policy: Policy[U],
+    after_commit: Callable[[U, list[Event]], dict[str, str]],
+    events: list[Event],
+) -> list[Event]:
     """Run the policy's work after the commit; returns the events it completed."""
     try:
-        retry = policy.after_commit(policy.unit_of_work(container), events)
+        retry = after_commit(policy.unit_of_work(container), events)
     except Exception as exc:  # noqa: BLE001 - e.g. the database went away: all are retried
         retry = {event.event_id: f"{exc.__class__.__name__}: {exc}" for event in events}
     for event in events:
@@ -136,14 +149,14 @@ def _after_commit(container: Container, policy: Policy, events: list[Event]) -> 
     return [event for event in events if event.event_id not in retry]
 
 
-def _count(policy: Policy, handled: int, duplicate: int) -> None:
+def _count(policy: Policy[U], handled: int, duplicate: int) -> None:
     if handled:
         EVENTS.labels(policy.consumer, "handled").inc(handled)
     if duplicate:
         EVENTS.labels(policy.consumer, "duplicate").inc(duplicate)
 
 
-def _count_failure(container: Container, policy: Policy, event: Event, error: str) -> None:
+def _count_failure(container: Container, policy: Policy[U], event: Event, error: str) -> None:
     with container.main_session() as session:
         parked = record_failure(
             session,

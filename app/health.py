@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from celery import Celery
 from flask.views import MethodView
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.shared.api import Blueprint
 
-CHECK_TIMEOUT_S = 2.0
+CHECK_TIMEOUT_S = 2
 
 
 class HealthSchema(Schema):
@@ -47,7 +48,7 @@ def blueprints(main_session: Callable[[], Session], celery: Celery) -> list[Blue
     class Live(MethodView):
         @health_blp.doc(security=[])
         @health_blp.response(200, HealthSchema)
-        def get(self):
+        def get(self) -> dict[str, str]:
             """The process answers."""
             return {"status": "ok"}
 
@@ -56,7 +57,7 @@ def blueprints(main_session: Callable[[], Session], celery: Celery) -> list[Blue
         @health_blp.doc(security=[])
         @health_blp.response(200, HealthSchema)
         @health_blp.alt_response(503, description="Not ready: `errors` names the failing part")
-        def get(self):
+        def get(self) -> dict[str, Any]:
             """The database and the broker are reachable; 503 names the failing part."""
             failures = {
                 name: error

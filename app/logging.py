@@ -6,18 +6,19 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 from app.shared.uow import correlation_id
 
 
-def _add_correlation_id(_logger, _name, event_dict):
+def _add_correlation_id(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     cid = correlation_id.get()
     if cid:
         event_dict.setdefault("correlation_id", cid)
     return event_dict
 
 
-def _mask_phones(_logger, _name, event_dict):
+def _mask_phones(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     # 010-1234-5678 -> 010-****-5678: logs are read by more people than the database.
     for key in ("phone", "to"):
         value = event_dict.get(key)

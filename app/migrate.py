@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
 
 from app.config import Settings
 
@@ -40,14 +41,16 @@ def upgrade(settings: Settings) -> None:
         command.upgrade(alembic_config(settings, bind), "head")
 
 
-def run_env(context, bind: str) -> None:
+def run_env(context: EnvironmentContext, bind: str) -> None:
     """The body of both env.py files (online mode only: we always have a database)."""
     from app import models  # noqa: F401
     from app.shared.db.base import MainBase, NotificationBase
     from app.shared.db.engine import make_engine
 
     metadata = MainBase.metadata if bind == "main" else NotificationBase.metadata
-    engine = make_engine(context.config.get_main_option("sqlalchemy.url"))
+    url = context.config.get_main_option("sqlalchemy.url")
+    assert url is not None, "alembic_config() always sets sqlalchemy.url"
+    engine = make_engine(url)
     with engine.connect() as connection:
         context.configure(
             connection=connection,

@@ -11,7 +11,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from celery import Celery
 from flask import Flask, Response, g, request
@@ -25,7 +25,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -63,7 +63,7 @@ class PipelineCollector:
         self.main_session = main_session
         self.celery = celery
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         backlog = GaugeMetricFamily(
             "onlinestudy_outbox_backlog",
             "Events not yet recorded by a consumer",
@@ -94,7 +94,7 @@ class PipelineCollector:
                 .where(Delivery.status != DeliveryStatus.DONE)
                 .group_by(Delivery.consumer, Delivery.status)
             ).all()
-        oldest_at = {}
+        oldest_at: dict[str, float] = {}
         for consumer, status, count, created_at in rows:
             family = backlog if status == DeliveryStatus.PENDING else dead
             family.add_metric([consumer], count)
@@ -107,7 +107,7 @@ class PipelineCollector:
         yield from (backlog, oldest, dead, lag)
         yield self._queue_depths()
 
-    def _queue_depths(self):
+    def _queue_depths(self) -> GaugeMetricFamily:
         depth = GaugeMetricFamily(
             "onlinestudy_queue_depth", "Messages waiting in a queue", labels=["queue"]
         )
@@ -116,21 +116,27 @@ class PipelineCollector:
                 for queue in Queue:
                     channel = connection.channel()  # a failed passive declare closes it (AMQP)
                     try:
-                        count = channel.queue_declare(queue=queue.value, passive=True).message_count
+                        # kombu's stubs give the channel base class, without the transports'
+                        # queue_declare and close.
+                        declared = channel.queue_declare(  # type: ignore[attr-defined]
+                            queue=queue.value, passive=True
+                        )
+                        count = declared.message_count
                     except ChannelError:
                         count = 0  # never declared: nothing is waiting
                     finally:
-                        channel.close()
+                        channel.close()  # type: ignore[attr-defined]
                     depth.add_metric([queue.value], count)
         except (OperationalError, OSError):
             pass  # broker down: no depth rather than no metrics at all
         return depth
 
 
-def metrics_response(collector: PipelineCollector) -> tuple[bytes, int, dict]:
+def metrics_response(collector: PipelineCollector) -> tuple[bytes, int, dict[str, str]]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         processes = CollectorRegistry()
-        multiprocess.MultiProcessCollector(processes)
+        # prometheus_client leaves this constructor unannotated.
+        multiprocess.MultiProcessCollector(processes)  # type: ignore[no-untyped-call]
     else:
         processes = REGISTRY
     pipeline = CollectorRegistry(auto_describe=False)
@@ -149,14 +155,14 @@ def install(
     valid_id = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
     @app.before_request
-    def _start():
+    def _start() -> None:
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if valid_id.match(incoming) else uuid.uuid4().hex
         g.correlation_token = correlation_id.set(g.request_id)
         g.started = time.perf_counter()
 
     @app.after_request
-    def _finish(response):
+    def _finish(response: Response) -> Response:
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         HTTP_REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
         if "started" in g:
@@ -166,12 +172,12 @@ def install(
         return response
 
     @app.teardown_request
-    def _forget(_exc):
+    def _forget(_exc: BaseException | None) -> None:
         if "correlation_token" in g:
             correlation_id.reset(g.pop("correlation_token"))
 
     @app.get("/metrics")
-    def metrics():
+    def metrics() -> Response:
         if metrics_token and request.headers.get("Authorization") != f"Bearer {metrics_token}":
             return Response(
                 "metrics need METRICS_TOKEN\n", status=401, headers={"WWW-Authenticate": "Bearer"}

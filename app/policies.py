@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from app.container import Container
 from app.evaluation import handlers as evaluation
@@ -58,7 +58,8 @@ def one_by_one(handler: Callable[[U, Event], None]) -> Callable[[U, list[Event]]
     return handle
 
 
-POLICIES: tuple[Policy, ...] = (
+# Each policy has its own unit of work type: the table holds them all.
+POLICIES: tuple[Policy[Any], ...] = (
     # learning
     Policy(
         "learning.open_learning",
@@ -156,7 +157,7 @@ POLICIES: tuple[Policy, ...] = (
     ),
 )
 
-BY_CONSUMER: dict[str, Policy] = {policy.consumer: policy for policy in POLICIES}
+BY_CONSUMER: dict[str, Policy[Any]] = {policy.consumer: policy for policy in POLICIES}
 
 
 @cache

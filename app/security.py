@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 from flask_cors import CORS
-from flask_limiter import Limiter
+from flask_limiter import Limiter, RequestLimit, RouteLimit
 from flask_limiter.util import get_remote_address
 from flask_smorest import abort
 
@@ -155,7 +154,8 @@ class Tokens:
 
 
 def current() -> Principal:
-    return g.principal
+    principal: Principal = g.principal
+    return principal
 
 
 def require_role(*roles: str) -> Principal:
@@ -203,11 +203,11 @@ def _has_token() -> bool:
 class Limits:
     """The per-route limits the views put on themselves (admins are exempt)."""
 
-    orders: Callable
-    cancels: Callable
+    orders: RouteLimit
+    cancels: RouteLimit
 
 
-def _seconds_to_reset(limit) -> int:
+def _seconds_to_reset(limit: RequestLimit | None) -> int:
     """Until the window of the breached limit ends; its whole length if the store cannot say."""
     if limit is None:
         return 60
@@ -229,7 +229,7 @@ def install(app: Flask, settings: Settings, tokens: Tokens) -> Limits:
     # Three steps in this order: read the token (so the limiter knows the caller), count the
     # request against the limits (flask-limiter's own hook), then refuse it if unauthenticated.
     @app.before_request
-    def _identify():
+    def _identify() -> None:
         g.principal, g.auth_error = None, None
         if request.path.startswith(PUBLIC_PREFIXES) or request.method == "OPTIONS":
             return
@@ -256,7 +256,7 @@ def install(app: Flask, settings: Settings, tokens: Tokens) -> Limits:
     limiter.init_app(app)
 
     @app.before_request
-    def _authenticate():
+    def _authenticate() -> None:
         if g.get("auth_error"):
             message, challenge = g.auth_error
             abort(401, message=message, headers={"WWW-Authenticate": challenge})
@@ -266,7 +266,7 @@ def install(app: Flask, settings: Settings, tokens: Tokens) -> Limits:
         return request.path.startswith(PUBLIC_PREFIXES)
 
     @app.after_request
-    def _retry_after(response):
+    def _retry_after(response: Response) -> Response:
         # SPEC: a 429 says when to try again: when the breached limit's window ends.
         if response.status_code == 429 and "Retry-After" not in response.headers:
             response.headers["Retry-After"] = str(_seconds_to_reset(limiter.current_limit))
@@ -281,7 +281,7 @@ def install(app: Flask, settings: Settings, tokens: Tokens) -> Limits:
         )
 
     @app.after_request
-    def _security_headers(response):
+    def _security_headers(response: Response) -> Response:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from flask.views import MethodView
+from flask_smorest.pagination import PaginationParameters
 from marshmallow import Schema, fields, validate
 
 from app.evaluation import handlers
+from app.evaluation.model import Evaluation, EvaluationRecord
+from app.evaluation.repository import EvaluationState
 from app.security import ensure_visible, manager_scope, require_role
 from app.shared.api import Blueprint
 from app.shared.states import EvaluationStatus
@@ -56,14 +60,14 @@ def blueprints(
         description="Evaluations and final scores",
     )
 
-    def visible_evaluation(evaluation_id: int):
+    def visible_evaluation(evaluation_id: int) -> Evaluation:
         """Admins see every evaluation, a manager those of their learnings; else 404."""
         require_role("manager")
         evaluation = handlers.get_evaluation(evaluation_uow(), evaluation_id)
         ensure_managed(evaluation)
         return evaluation
 
-    def ensure_managed(evaluation) -> None:
+    def ensure_managed(evaluation: Evaluation | EvaluationState) -> None:
         mine = manager_scope()
         ensure_visible(mine is None or evaluation.manager_id == mine, f"evaluation {evaluation.id}")
 
@@ -72,7 +76,9 @@ def blueprints(
         @evaluations_blp.arguments(EvaluationQuerySchema, location="query")
         @evaluations_blp.response(200, EvaluationSchema(many=True))
         @evaluations_blp.paginate()
-        def get(self, query, pagination_parameters):
+        def get(
+            self, query: dict[str, Any], pagination_parameters: PaginationParameters
+        ) -> list[Evaluation]:
             """Evaluations by order and status; a manager sees only their own."""
             require_role("manager")
             with evaluation_uow() as uow:
@@ -89,14 +95,14 @@ def blueprints(
     @evaluations_blp.route("/<int(max=2147483647):evaluation_id>")
     class EvaluationById(MethodView):
         @evaluations_blp.response(200, EvaluationSchema)
-        def get(self, evaluation_id):
+        def get(self, evaluation_id: int) -> Evaluation:
             return visible_evaluation(evaluation_id)
 
     @evaluations_blp.route("/<int(max=2147483647):evaluation_id>/records")
     class EvaluationRecords(MethodView):
         @evaluations_blp.arguments(RecordSchema)
         @evaluations_blp.response(201, RecordSchema)
-        def post(self, body, evaluation_id):
+        def post(self, body: dict[str, Any], evaluation_id: int) -> EvaluationRecord:
             """Record an interim score (0..100) while the evaluation is IN_PROGRESS."""
             visible_evaluation(evaluation_id)
             return handlers.record_evaluation(
@@ -108,7 +114,7 @@ def blueprints(
         @evaluations_blp.arguments(FinalScoreSchema)
         @evaluations_blp.response(200, EvaluationSchema)
         @evaluations_blp.alt_response(503, description="Orders side unavailable; see Retry-After")
-        def post(self, body, evaluation_id):
+        def post(self, body: dict[str, Any], evaluation_id: int) -> Evaluation:
             """Register the final score: on the order and the evaluation at once, or 503/409."""
             require_role("manager")
             uow = evaluation_uow()

@@ -13,7 +13,7 @@ from app.shared.states import EvaluationStatus
 from app.shared.uow import UnitOfWork, each_correlated
 
 if TYPE_CHECKING:
-    from sqlalchemy import Row
+    from app.evaluation.repository import EvaluationState
 
 
 class EvaluationUnitOfWork(UnitOfWork):
@@ -78,7 +78,7 @@ def record_evaluation(uow: EvaluationUnitOfWork, cmd: RecordEvaluation) -> Evalu
         return entry
 
 
-def state_for_final_score(uow: EvaluationUnitOfWork, evaluation_id: int) -> Row:
+def state_for_final_score(uow: EvaluationUnitOfWork, evaluation_id: int) -> EvaluationState:
     """What a final score decides on (id, order_no, manager_id, status, final_score), read
     without a lock. The view checks on it who may see the evaluation, then hands it to
     register_final_score, so that the way there reads the evaluation once."""
@@ -87,7 +87,10 @@ def state_for_final_score(uow: EvaluationUnitOfWork, evaluation_id: int) -> Row:
 
 
 def register_final_score(
-    uow: EvaluationUnitOfWork, chain: ScoreChain, cmd: RegisterFinalScore, evaluation: Row
+    uow: EvaluationUnitOfWork,
+    chain: ScoreChain,
+    cmd: RegisterFinalScore,
+    evaluation: EvaluationState,
 ) -> Evaluation:
     """SPEC 6: the order takes the score first, then the evaluation becomes FINAL; the caller
     waits for both. No database lock is held while waiting. `evaluation` is the command's
@@ -133,13 +136,14 @@ def finalize_evaluation(uow: EvaluationUnitOfWork, evaluation_id: int, score: in
 
 def open_evaluations(uow: EvaluationUnitOfWork, events: list[Event]) -> None:
     """On LearningStarted; a cancelled tombstone or an earlier copy stays as it is."""
-    opened = {}
+    opened: dict[str, Evaluation] = {}
     for event in events:
         p = event.payload
+        order_no = event.required_order_no()
         opened.setdefault(
-            event.order_no,
+            order_no,
             Evaluation.open(
-                event.order_no,
+                order_no,
                 p.get("learning_id"),
                 p.get("phone"),
                 p.get("course_no"),
@@ -151,10 +155,11 @@ def open_evaluations(uow: EvaluationUnitOfWork, events: list[Event]) -> None:
 
 def cancel_evaluation(uow: EvaluationUnitOfWork, event: Event) -> None:
     """On LearningCancelled; before the evaluation opened, leave a tombstone."""
-    evaluation = uow.evaluations.of_order(event.order_no)
+    order_no = event.required_order_no()
+    evaluation = uow.evaluations.of_order(order_no)
     if evaluation is None:
         uow.evaluations.add(
-            Evaluation.cancelled_before_opening(event.order_no, event.payload.get("phone"))
+            Evaluation.cancelled_before_opening(order_no, event.payload.get("phone"))
         )
         return
     evaluation.cancel()
@@ -165,10 +170,10 @@ def finalize_on_order_completed(uow: EvaluationUnitOfWork, events: list[Event]) 
     path the chain made the evaluation FINAL before this copy came due: nothing is locked."""
     unfinished = {e.order_no: e for e in uow.evaluations.in_progress_for(_orders_of(events))}
     for event in each_correlated(uow, events):
-        evaluation = unfinished.get(event.order_no)
+        evaluation = unfinished.get(event.required_order_no())
         if evaluation is not None and evaluation.status == EvaluationStatus.IN_PROGRESS:
             evaluation.finalize(event.payload["score"])
 
 
 def _orders_of(events: list[Event]) -> list[str]:
-    return sorted({event.order_no for event in events})
+    return sorted({event.required_order_no() for event in events})

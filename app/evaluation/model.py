@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -107,7 +108,7 @@ class Evaluation(MainBase, Aggregate):
         self.cancelled_at = utcnow()
         return True
 
-    def _announce(self, event_type: EventType, extra: dict) -> None:
+    def _announce(self, event_type: EventType, extra: dict[str, Any]) -> None:
         self.raise_event(
             Event(
                 event_type,

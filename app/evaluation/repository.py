@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Row, bindparam, select
+from typing import cast
+
+from sqlalchemy import Row, Table, bindparam, select
 from sqlalchemy.orm import Session, joinedload, lazyload
 
 from app.evaluation.model import Evaluation
@@ -10,7 +12,9 @@ from app.shared.db.bulk import among, column_values, insert_missing
 from app.shared.db.paging import paged, where_given
 from app.shared.states import EvaluationStatus
 
-_evaluations = Evaluation.__table__.c
+# Mapped on a table (SQLAlchemy types __table__ as any FROM clause).
+_EVALUATIONS = cast(Table, Evaluation.__table__)
+_evaluations = _EVALUATIONS.c
 _STATE_OF = select(
     _evaluations.id,
     _evaluations.order_no,
@@ -18,6 +22,10 @@ _STATE_OF = select(
     _evaluations.status,
     _evaluations.final_score,
 ).where(_evaluations.id == bindparam("evaluation_id"))
+
+
+# What a final score decides on: id, order_no, manager_id, status, final_score.
+EvaluationState = Row[int, str, int | None, str, int | None]
 
 
 class EvaluationRepository:
@@ -31,7 +39,7 @@ class EvaluationRepository:
         """Store those of these new evaluations whose order has none yet (nor a tombstone), in
         one statement; the ORM's flush would send a new, long INSERT for every batch size."""
         rows = [column_values(evaluation) for evaluation in evaluations]
-        insert_missing(self.session, Evaluation.__table__, rows)
+        insert_missing(self.session, _EVALUATIONS, rows)
 
     def get(
         self, evaluation_id: int, for_update: bool = False, records: bool = True
@@ -48,7 +56,7 @@ class EvaluationRepository:
             Evaluation, evaluation_id, with_for_update=for_update, options=options
         )
 
-    def state_of(self, evaluation_id: int) -> Row | None:
+    def state_of(self, evaluation_id: int) -> EvaluationState | None:
         """What the final score decides on (id, order_no, manager_id, status, final_score), as
         a plain row: it is read on every final, and an entity costs the ORM's loading."""
         return self.session.execute(_STATE_OF, {"evaluation_id": evaluation_id}).one_or_none()

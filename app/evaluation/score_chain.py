@@ -64,7 +64,7 @@ class CeleryScoreChain:
             # Only the last step's result is read: a step that fails for good stores its
             # error on every step after it (Celery's chain failure propagation), so following
             # the parents would only add a Redis read per step and per interval.
-            answer = result.get(
+            answer: dict[str, str] = result.get(  # the last step's return value
                 timeout=max(0.01, deadline - time.time()),
                 interval=0.02,
                 propagate=True,

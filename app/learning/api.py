@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import abort
+from flask_smorest.pagination import PaginationParameters
 from marshmallow import Schema, fields, validate
 
 from app.learning import handlers
+from app.learning.model import Learning, Manager
 from app.security import ensure_visible, manager_scope, require_role
 from app.shared.api import Blueprint, KoreanMobile
 from app.shared.states import LearningStatus
@@ -63,13 +66,13 @@ def blueprints(learning_uow: Callable[[], handlers.LearningUnitOfWork]) -> list[
     class Managers(MethodView):
         @managers_blp.arguments(ManagerSchema)
         @managers_blp.response(201, ManagerSchema)
-        def post(self, body):
+        def post(self, body: dict[str, Any]) -> Manager:
             """Register a manager (admin); waiting learnings may start with them."""
             require_role()
             return handlers.register_manager(learning_uow(), handlers.RegisterManager(**body))
 
         @managers_blp.response(200, ManagerSchema(many=True))
-        def get(self):
+        def get(self) -> list[Manager]:
             require_role("manager")
             with learning_uow() as uow:
                 return uow.managers.list()
@@ -79,7 +82,9 @@ def blueprints(learning_uow: Callable[[], handlers.LearningUnitOfWork]) -> list[
         @learnings_blp.arguments(LearningQuerySchema, location="query")
         @learnings_blp.response(200, LearningSchema(many=True))
         @learnings_blp.paginate()
-        def get(self, query, pagination_parameters):
+        def get(
+            self, query: dict[str, Any], pagination_parameters: PaginationParameters
+        ) -> list[Learning]:
             """Learnings by order, manager and status; a manager sees only their own."""
             require_role("manager")
             manager_id = manager_scope() or query.get("manager_id")
@@ -94,7 +99,7 @@ def blueprints(learning_uow: Callable[[], handlers.LearningUnitOfWork]) -> list[
             pagination_parameters.item_count = total
             return items
 
-    def visible_learning(learning_id: int):
+    def visible_learning(learning_id: int) -> Learning:
         """Admins see every learning; a manager theirs and the WAITING ones (to take)."""
         require_role("manager")
         learning = handlers.get_learning(learning_uow(), learning_id)
@@ -107,7 +112,7 @@ def blueprints(learning_uow: Callable[[], handlers.LearningUnitOfWork]) -> list[
     @learnings_blp.route("/<int(max=2147483647):learning_id>")
     class LearningById(MethodView):
         @learnings_blp.response(200, LearningSchema)
-        def get(self, learning_id):
+        def get(self, learning_id: int) -> Learning:
             return visible_learning(learning_id)
 
     class StartSchema(Schema):
@@ -117,7 +122,7 @@ def blueprints(learning_uow: Callable[[], handlers.LearningUnitOfWork]) -> list[
     class LearningStart(MethodView):
         @learnings_blp.arguments(StartSchema)
         @learnings_blp.response(200, LearningSchema)
-        def post(self, body, learning_id):
+        def post(self, body: dict[str, Any], learning_id: int) -> Learning:
             """Start a WAITING learning with the given manager (409 unless WAITING); a manager
             may only take it on themselves."""
             visible_learning(learning_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.learning.model import Learning, Manager
@@ -104,9 +105,10 @@ class ManagerLoad:
 def open_learnings(uow: LearningUnitOfWork, events: list[Event]) -> None:
     """On CourseOrdered: open each order's learning and start it with the least-loaded manager.
     An order with a learning already (opened, or cancelled before it could open) gets nothing."""
-    known = uow.learnings.opened_for([e.order_no for e in events])
+    known = uow.learnings.opened_for([e.required_order_no() for e in events])
     load = ManagerLoad(uow.managers)
-    opened, started = [], {}
+    opened: list[Learning] = []
+    started: dict[str, Learning] = {}
     for event in events:
         p = event.payload
         if p["order_no"] in known:
@@ -144,9 +146,10 @@ def start_waiting_learnings(uow: LearningUnitOfWork, event: Event) -> None:
 def cancel_learning(uow: LearningUnitOfWork, event: Event) -> None:
     """On CourseOrderCancelled: cancel the learning, or leave a tombstone if it never opened,
     so that a late CourseOrdered opens nothing."""
-    learning = uow.learnings.of_order(event.order_no)
+    order_no = event.required_order_no()
+    learning = uow.learnings.of_order(order_no)
     if learning is None:
-        learning = Learning.cancelled_before_opening(event.order_no, event.payload.get("phone"))
+        learning = Learning.cancelled_before_opening(order_no, event.payload.get("phone"))
         uow.learnings.add(learning)
         uow.session.flush()
         learning.announce_cancelled()
@@ -158,13 +161,13 @@ def complete_learnings(uow: LearningUnitOfWork, events: list[Event]) -> None:
     """On FinalEvaluationRegistered: those learnings are over, and their managers each have
     fewer STARTED. One locked read and one write of the counts for the whole batch."""
     ended: Counter[int] = Counter()
-    for learning in uow.learnings.of_orders(sorted({e.order_no for e in events})):
+    for learning in uow.learnings.of_orders(sorted({e.required_order_no() for e in events})):
         if learning.complete() and learning.manager_id is not None:  # only a STARTED one
             ended[learning.manager_id] -= 1
     uow.managers.count_started(ended)
 
 
-def _leave_started(uow: LearningUnitOfWork, learning: Learning, change) -> None:
+def _leave_started(uow: LearningUnitOfWork, learning: Learning, change: Callable[[], bool]) -> None:
     """Apply a change that may end a STARTED learning; its manager then has one fewer."""
     was_started = learning.status == LearningStatus.STARTED
     if change() and was_started and learning.manager_id is not None:

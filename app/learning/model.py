@@ -26,6 +26,10 @@ class Manager(MainBase):
     started_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
+# A manager as the batch starts read it (id, name, started_count): no entity to load.
+ManagerLoadRow = Row[int, str, int]
+
+
 class Learning(MainBase, Aggregate):
     __tablename__ = "learning_learnings"
 
@@ -43,7 +47,7 @@ class Learning(MainBase, Aggregate):
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     @classmethod
-    def open(cls, order_no: str, course_no: str, course_title: str, phone: str) -> Learning:
+    def open(cls, order_no: str, course_no: str, course_title: str | None, phone: str) -> Learning:
         return cls(
             order_no=order_no,
             course_no=course_no,
@@ -65,7 +69,7 @@ class Learning(MainBase, Aggregate):
             cancelled_at=now,
         )
 
-    def start(self, manager: Manager | Row, announce: bool = True) -> None:
+    def start(self, manager: Manager | ManagerLoadRow, announce: bool = True) -> None:
         """Start with `manager` (an entity, or a row of its id and name). A learning not yet
         stored starts with `announce=False` and calls announce_started() once it has its id
         (the event carries it)."""
@@ -79,6 +83,7 @@ class Learning(MainBase, Aggregate):
             self.announce_started()
 
     def announce_started(self) -> None:
+        assert self.started_at is not None, "a learning is announced started once it started"
         self.raise_event(
             Event(
                 EventType.LEARNING_STARTED,
@@ -106,6 +111,7 @@ class Learning(MainBase, Aggregate):
         return True
 
     def announce_cancelled(self) -> None:
+        assert self.cancelled_at is not None, "a learning is announced cancelled once it is"
         self.raise_event(
             Event(
                 EventType.LEARNING_CANCELLED,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Row, bindparam, select, update
+import builtins
+from typing import cast
+
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from app.learning.model import Learning, Manager
+from app.learning.model import Learning, Manager, ManagerLoadRow
 from app.shared.db.bulk import among, column_values, insert_rows
 from app.shared.db.paging import paged, where_given
 from app.shared.states import LearningStatus
@@ -24,7 +27,7 @@ class ManagerRepository:
     def list(self) -> list[Manager]:
         return list(self.session.execute(select(Manager).order_by(Manager.id)).scalars())
 
-    def by_load(self) -> list[Row]:
+    def by_load(self) -> builtins.list[ManagerLoadRow]:
         """The active managers as rows (id, name, started_count), fewest STARTED learnings
         first; ties go to the lowest id. Every batch of new orders reads them all, and
         entities cost the ORM's loading of each."""
@@ -38,14 +41,17 @@ class ManagerRepository:
             self.session.execute(_COUNT_STARTED, rows)
 
 
-_managers = Manager.__table__.c
+# Mapped on a table each (SQLAlchemy types __table__ as any FROM clause).
+_MANAGERS = cast(Table, Manager.__table__)
+_LEARNINGS = cast(Table, Learning.__table__)
+_managers = _MANAGERS.c
 _BY_LOAD = (
     select(_managers.id, _managers.name, _managers.started_count)
     .where(_managers.active.is_(True))
     .order_by(_managers.started_count, _managers.id)
 )
 _COUNT_STARTED = (
-    update(Manager.__table__)
+    update(_MANAGERS)
     .where(_managers.id == bindparam("m_id"))
     .values(started_count=_managers.started_count + bindparam("delta"))
 )
@@ -62,7 +68,7 @@ class LearningRepository:
         """Store new learnings in one statement and give each its id. They stay out of the
         session: the ORM's flush would send a new, long INSERT for every batch size."""
         rows = [column_values(learning) for learning in learnings]
-        ids = dict(insert_rows(self.session, Learning.__table__, rows, ("order_no", "id")))
+        ids = dict(insert_rows(self.session, _LEARNINGS, rows, ("order_no", "id")))
         for learning in learnings:
             learning.id = ids[learning.order_no]
 

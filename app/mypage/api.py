@@ -6,9 +6,11 @@ from collections.abc import Callable
 
 from flask.views import MethodView
 from flask_smorest import abort
+from flask_smorest.pagination import PaginationParameters
 from marshmallow import Schema, fields
 from sqlalchemy.orm import Session
 
+from app.mypage.model import MyPageRow
 from app.mypage.views import count_for_phone, rows_for_phone
 from app.security import ensure_visible, require_role, student_phone
 from app.shared.api import Blueprint
@@ -41,7 +43,7 @@ def blueprints(read_session: Callable[[], Session]) -> list[Blueprint]:
     class MyPage(MethodView):
         @mypage_blp.response(200, MyPageRowSchema(many=True))
         @mypage_blp.paginate()
-        def get(self, phone, pagination_parameters):
+        def get(self, phone: str, pagination_parameters: PaginationParameters) -> list[MyPageRow]:
             """The student's orders, newest first, with learning, evaluation and scores."""
             try:
                 phone = normalize_mobile(phone)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from app.mypage.model import MyPageRow
@@ -24,7 +25,7 @@ def rebuild(session: Session, consumer: str, event_types: Iterable[EventType]) -
     their redelivery is a no-op. The caller commits. Returns the number of rows."""
     # The live projection (SELECT ... FOR UPDATE, INSERT) waits until the commit; readers go
     # on seeing the old rows.
-    statements(session).lock_out_writers(session, MyPageRow.__table__)
+    statements(session).lock_out_writers(session, cast(Table, MyPageRow.__table__))
     processed = PROCESSED["main"]
     session.execute(delete(MyPageRow))
     session.execute(delete(processed).where(processed.c.consumer == consumer))

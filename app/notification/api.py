@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from flask.views import MethodView
+from flask_smorest.pagination import PaginationParameters
 from marshmallow import Schema, fields, validate
 
 from app.notification import handlers
+from app.notification.model import SmsMessage
 from app.security import require_role, student_phone
 from app.shared.api import Blueprint, KoreanMobile
 
@@ -42,7 +45,9 @@ def blueprints(
         @sms_blp.arguments(SmsQuerySchema, location="query")
         @sms_blp.response(200, SmsSchema(many=True))
         @sms_blp.paginate()
-        def get(self, query, pagination_parameters):
+        def get(
+            self, query: dict[str, Any], pagination_parameters: PaginationParameters
+        ) -> list[SmsMessage]:
             require_role("student")
             phone = student_phone() or query.get("phone")
             with notification_uow() as uow:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Row, select
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, select
 from sqlalchemy.orm import Session
 
 from app.notification.model import SmsMessage
@@ -10,18 +12,23 @@ from app.shared.db.bulk import among_keys, insert_missing, update_rows
 from app.shared.db.paging import paged, where_given
 from app.shared.states import SmsStatus
 
-_SMS = SmsMessage.__table__
+_SMS = cast(Table, SmsMessage.__table__)  # mapped on a table; typed as any FROM clause
+
+
+# What a send needs of a PENDING message: id, event_id, event_type, phone, message, attempts,
+# last_error.
+PendingSms = Row[int, str, str, str, str, int, str | None]
 
 
 class SmsRepository:
     def __init__(self, session: Session):
         self.session = session
 
-    def add_missing(self, messages: list[dict]) -> None:
+    def add_missing(self, messages: list[dict[str, Any]]) -> None:
         """Store these PENDING messages, except those whose (event, phone) has one already."""
         insert_missing(self.session, _SMS, messages)
 
-    def pending_for(self, keys: list[tuple[str, str]]) -> list[Row]:
+    def pending_for(self, keys: list[tuple[str, str | None]]) -> list[PendingSms]:
         """What a send needs of the PENDING messages of these (event_id, phone) keys, as rows
         (no ORM objects): locked while sending, so two copies of one event never send one
         message twice."""
@@ -45,7 +52,7 @@ class SmsRepository:
             )
         )
 
-    def record_attempts(self, attempts: list[dict]) -> None:
+    def record_attempts(self, attempts: list[dict[str, Any]]) -> None:
         """Each dict: id, status, attempts, provider_message_id, last_error, sent_at. One
         statement for the batch on PostgreSQL."""
         update_rows(self.session, _SMS, "id", attempts)

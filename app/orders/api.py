@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import abort
+from flask_smorest.pagination import PaginationParameters
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy.orm import Session
 
 from app.learning import public as learning
 from app.orders import handlers
+from app.orders.model import Course, Order
 from app.security import Limits, current, ensure_visible, require_role, student_phone
 from app.shared.api import Blueprint, KoreanMobile
 from app.shared.errors import Unavailable
@@ -49,7 +52,7 @@ class PlaceOrderSchema(Schema):
     end_date = fields.Date(required=True)
 
     @validates_schema
-    def _dates_in_order(self, data, **kwargs):
+    def _dates_in_order(self, data: dict[str, Any], **kwargs: Any) -> None:
         if (
             data.get("begin_date")
             and data.get("end_date")
@@ -97,7 +100,9 @@ def blueprints(
         @courses_blp.arguments(CourseQuerySchema, location="query")
         @courses_blp.response(200, CourseSchema(many=True))
         @courses_blp.paginate()
-        def get(self, query, pagination_parameters):
+        def get(
+            self, query: dict[str, Any], pagination_parameters: PaginationParameters
+        ) -> list[Course]:
             """Search the active courses by title/description (`q`) and category."""
             with orders_uow() as uow:
                 items, total = uow.courses.search(
@@ -111,7 +116,7 @@ def blueprints(
 
         @courses_blp.arguments(CourseSchema)
         @courses_blp.response(201, CourseSchema)
-        def post(self, body):
+        def post(self, body: dict[str, Any]) -> Course:
             """Add a course to the catalog (admin)."""
             require_role()
             return handlers.create_course(orders_uow(), handlers.CreateCourse(**body))
@@ -119,17 +124,17 @@ def blueprints(
     @courses_blp.route("/<course_no>")
     class CourseByNo(MethodView):
         @courses_blp.response(200, CourseSchema)
-        def get(self, course_no):
+        def get(self, course_no: str) -> Course:
             return handlers.get_course(orders_uow(), course_no)
 
         @courses_blp.arguments(CoursePatchSchema)
         @courses_blp.response(200, CourseSchema)
-        def patch(self, body, course_no):
+        def patch(self, body: dict[str, Any], course_no: str) -> Course:
             """Change a course (admin); `{"active": false}` takes it off the catalog."""
             require_role()
             return handlers.update_course(orders_uow(), course_no, body)
 
-    def visible_order(order_no: str):
+    def visible_order(order_no: str) -> Order:
         """The order if the caller may see it: admins all, students their phone's, managers those
         of the learnings they run; else 404 as if it did not exist."""
         principal = current()
@@ -151,7 +156,7 @@ def blueprints(
         @orders_blp.response(201, OrderSchema)
         @orders_blp.alt_response(429, description="Too many orders; see Retry-After")
         @orders_blp.alt_response(503, description="Learning is overloaded; see Retry-After")
-        def post(self, headers, body):
+        def post(self, headers: dict[str, Any], body: dict[str, Any]) -> Order:
             """Order a course. Send `Idempotency-Key` to make a retried request safe."""
             principal = require_role("student")
             if principal.role == "student" and body["phone"] != principal.phone:
@@ -167,7 +172,9 @@ def blueprints(
         @orders_blp.arguments(OrderQuerySchema, location="query")
         @orders_blp.response(200, OrderSchema(many=True))
         @orders_blp.paginate()
-        def get(self, query, pagination_parameters):
+        def get(
+            self, query: dict[str, Any], pagination_parameters: PaginationParameters
+        ) -> list[Order]:
             """Orders by phone and status; a student sees only their own."""
             require_role("student")
             phone = student_phone() or query.get("phone")
@@ -184,7 +191,7 @@ def blueprints(
     @orders_blp.route("/<order_no>")
     class OrderByNo(MethodView):
         @orders_blp.response(200, OrderSchema)
-        def get(self, order_no):
+        def get(self, order_no: str) -> Order:
             return visible_order(order_no)
 
     @orders_blp.route("/<order_no>/cancel")
@@ -192,7 +199,7 @@ def blueprints(
         decorators = [limits.cancels]
 
         @orders_blp.response(200, OrderSchema)
-        def post(self, order_no):
+        def post(self, order_no: str) -> Order:
             """Cancel the order (again: 200); 409 once it is completed."""
             require_role("student")
             visible_order(order_no)

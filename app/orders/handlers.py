@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 from datetime import date
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -72,7 +73,7 @@ def get_course(uow: OrdersUnitOfWork, course_no: str) -> Course:
         return course
 
 
-def update_course(uow: OrdersUnitOfWork, course_no: str, changes: dict) -> Course:
+def update_course(uow: OrdersUnitOfWork, course_no: str, changes: dict[str, Any]) -> Course:
     with uow:
         course = found(uow.courses.get(course_no), f"course {course_no}")
         for name, value in changes.items():

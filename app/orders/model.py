@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, Index, Integer, String, Text, text
+from sqlalchemy import Boolean, Date, Index, Integer, Row, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.shared.db.base import MainBase, UTCDateTime, utcnow
@@ -25,6 +25,10 @@ class Course(MainBase):
     price: Mapped[int] = mapped_column(Integer)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# What an order needs of its course, read as a row (course_no, title, active): no entity.
+CourseToOrder = Row[str, str, bool]
 
 
 class Order(MainBase, Aggregate):
@@ -58,7 +62,7 @@ class Order(MainBase, Aggregate):
     @classmethod
     def place(
         cls,
-        course: Course,
+        course: Course | CourseToOrder,
         phone: str,
         begin_date: date,
         end_date: date,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Row, bindparam, func, or_, select
+from typing import cast
+
+from sqlalchemy import Table, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from app.orders.model import Course, Order
+from app.orders.model import Course, CourseToOrder, Order
 from app.shared.db.paging import paged, where_given
 from app.shared.states import OrderStatus
 
-_courses = Course.__table__
+_courses = cast(Table, Course.__table__)  # mapped on a table; typed as any FROM clause
 _COURSE_TO_ORDER = select(_courses.c.course_no, _courses.c.title, _courses.c.active).where(
     _courses.c.course_no == bindparam("course_no")
 )
@@ -27,7 +29,7 @@ class CourseRepository:
             select(Course).where(Course.course_no == course_no)
         ).scalar_one_or_none()
 
-    def course_to_order(self, course_no: str) -> Row | None:
+    def course_to_order(self, course_no: str) -> CourseToOrder | None:
         """What an order needs of its course (course_no, title, active): every order asks, so
         the statement is built once, on the table rather than the entity."""
         return self.session.execute(_COURSE_TO_ORDER, {"course_no": course_no}).one_or_none()

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import wraps
 from http import HTTPStatus
+from typing import Any
 
 import flask_smorest
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from flask_smorest import Api, abort
-from marshmallow import ValidationError, fields
+from flask_smorest.pagination import PaginationParameters
+from marshmallow import Schema, ValidationError, fields
 from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
 
 from app.shared.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
 from app.shared.phone import normalize_mobile
 
-_STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422, Unavailable: 503}
+_STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    InvalidInput: 422,
+    Unavailable: 503,
+}
 
 _MESSAGES = {
     400: "The request could not be read (malformed JSON?); see errors.",
@@ -32,17 +41,21 @@ class Blueprint(flask_smorest.Blueprint):
 
     MAX_PAGE = 1_000_000
 
-    def arguments(self, schema, *args, **kwargs):
+    def arguments(
+        self, schema: type[Schema] | Schema, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         # webargs instantiates a schema class on every request, deep-copying its fields; one
         # instance serves them all (the schemas keep no state between loads).
-        return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)
+        return super().arguments(schema() if isinstance(schema, type) else schema, **kwargs)
 
-    def paginate(self, pager=None, **kwargs):
+    def paginate(
+        self, pager: type[Any] | None = None, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         paginated = super().paginate(pager, **kwargs)
 
-        def decorator(view):
+        def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
             @wraps(view)
-            def bounded(*args, pagination_parameters, **kw):
+            def bounded(*args: Any, pagination_parameters: PaginationParameters, **kw: Any) -> Any:
                 if pagination_parameters.page > self.MAX_PAGE:
                     abort(
                         422,
@@ -59,14 +72,18 @@ class Blueprint(flask_smorest.Blueprint):
 class OnlineStudyApi(Api):
     """flask-smorest's Api, whose error body always carries a message (SPEC 8)."""
 
-    def handle_http_exception(self, error):
+    def handle_http_exception(
+        self, error: HTTPException
+    ) -> tuple[dict[str, Any], int, dict[str, str]]:
         payload, code, headers = super().handle_http_exception(error)
         payload.setdefault("message", _MESSAGES.get(code, error.name))
         return payload, code, headers
 
 
-def error_body(status: int, message: str, errors: dict | None = None) -> dict:
-    body = {"code": status, "status": HTTPStatus(status).phrase, "message": message}
+def error_body(
+    status: int, message: str, errors: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": status, "status": HTTPStatus(status).phrase, "message": message}
     if errors:
         body["errors"] = errors
     return body
@@ -78,7 +95,7 @@ def register_error_handlers(app: Flask) -> None:
     Everything else (validation, unknown routes, bad JSON) is flask-smorest's own handler."""
 
     @app.errorhandler(OperationalError)
-    def _database_unavailable(exc: OperationalError):
+    def _database_unavailable(exc: OperationalError) -> Response:
         # A database restart or failover is an outage, not a bug: 503, try again shortly.
         response = jsonify(error_body(503, "the database is unavailable; try again shortly"))
         response.status_code = 503
@@ -86,7 +103,7 @@ def register_error_handlers(app: Flask) -> None:
         return response
 
     @app.errorhandler(DomainError)
-    def _domain_error(exc: DomainError):
+    def _domain_error(exc: DomainError) -> Response:
         status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
         response = jsonify(error_body(status, exc.message))
         response.status_code = status
@@ -98,7 +115,9 @@ def register_error_handlers(app: Flask) -> None:
 class KoreanMobile(fields.String):
     """A Korean mobile number, normalized to 010-1234-5678 on load."""
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
         raw = super()._deserialize(value, attr, data, **kwargs)
         try:
             return normalize_mobile(raw)
@@ -112,7 +131,7 @@ def refuse_nul_characters(app: Flask) -> None:
     from flask import request
     from flask_smorest import abort
 
-    def has_nul(value) -> bool:
+    def has_nul(value: object) -> bool:
         if isinstance(value, str):
             return "\x00" in value
         if isinstance(value, dict):
@@ -122,7 +141,7 @@ def refuse_nul_characters(app: Flask) -> None:
         return False
 
     @app.before_request
-    def _no_nul():
+    def _no_nul() -> None:
         if (
             has_nul(request.path)
             or has_nul(list(request.args.values()))

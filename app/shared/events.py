@@ -40,6 +40,12 @@ class Event:
     sequence: int = 0
     correlation_id: str | None = None
 
+    def required_order_no(self) -> str:
+        """The order the event is about: every event but ManagerRegistered names one."""
+        if self.order_no is None:
+            raise ValueError(f"{self.event_type} {self.event_id} names no order")
+        return self.order_no
+
     def envelope(self) -> dict[str, Any]:
         """The JSON form that travels in task arguments."""
         return envelope(
@@ -98,4 +104,5 @@ class Aggregate:
             session.info.setdefault(RAISED, []).append(self)
 
     def take_events(self) -> list[Event]:
-        return self.__dict__.pop("_pending_events", [])
+        events: list[Event] = self.__dict__.pop("_pending_events", [])
+        return events
