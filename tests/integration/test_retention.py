@@ -17,6 +17,7 @@ from app.notification.model import SmsMessage
 from app.orders import handlers
 from app.policies import BY_CONSUMER, POLICIES, Policy
 from app.shared.idempotency import PROCESSED
+from app.shared.outbox.dead_letters import dead_deliveries, replay_dead
 from app.shared.outbox.tables import Delivery, DeliveryStatus, OutboxEvent
 from app.shared.retention import prune
 from tests.helpers import random_course_no, random_phone
@@ -188,6 +189,78 @@ def test_the_sweep_counts_the_rows_it_deletes_per_table(container):
     for table, value in before.items():
         assert deleted[table] > 0
         assert pruned(table) == value + deleted[table]
+
+
+# The safety rule --------------------------------------------------------------------------------
+
+
+def test_given_a_record_pruned_while_its_delivery_was_owed_then_the_old_copy_is_parked_not_applied(
+    container,
+):
+    """A worker applied CourseOrdered (the learning opened, the record written) and died before
+    its DONE mark; the consumer stayed down beyond the window and the sweep deleted the record.
+    The copy that finally comes is refused, parked with the reason, and a replay refuses it
+    again."""
+    register_manager(container.learning_uow(), RegisterManager("안전매니저", "010-9999-0302"))
+    order_no = an_order(container)
+    [ordered] = envelopes(container, order_no)
+    consume(container, OPEN_LEARNING, [ordered])
+    with container.main_session() as session:  # the DONE mark lost
+        session.execute(
+            update(Delivery)
+            .where(Delivery.event_id == ordered["event_id"])
+            .values(status=DeliveryStatus.PENDING, done_at=None)
+        )
+        session.commit()
+    age(container, order_no, days=8)
+    prune(container.db.session, WEEK)
+    assert records(container, "main", [ordered["event_id"]]) == 0
+    [ordered] = envelopes(container, order_no)[:1]  # the copy carries its old occurred_at
+    policy, handled = counting(OPEN_LEARNING)
+
+    assert consume(container, policy, [ordered, ordered]) == []  # twice in one batch
+
+    assert handled == [] and learnings_of(container, order_no) == 1
+    parked = delivery_of(container, ordered["event_id"], OPEN_LEARNING.consumer)
+    assert (parked.status, parked.last_error) == (DeliveryStatus.DEAD, EXPIRED)
+    with container.main_session() as session:
+        dead = {(d.consumer, e.event_id): d.last_error for d, e in dead_deliveries(session)}
+        assert dead[(OPEN_LEARNING.consumer, ordered["event_id"])] == EXPIRED
+        assert replay_dead(session, event_id=ordered["event_id"]) == 1
+        session.commit()
+
+    consume(container, policy, [ordered])  # the replayed copy
+
+    assert handled == [] and learnings_of(container, order_no) == 1
+    parked = delivery_of(container, ordered["event_id"], OPEN_LEARNING.consumer)
+    assert (parked.status, parked.last_error) == (DeliveryStatus.DEAD, EXPIRED)
+
+
+def test_given_old_copies_out_of_order_with_a_young_event_then_only_the_young_one_applies(
+    container,
+):
+    """The SMS consumer (its records in the notification database): an order a week old was
+    texted, its records pruned; its copies come back, reversed, beside a new order's event."""
+    register_manager(container.learning_uow(), RegisterManager("순서매니저", "010-9999-0303"))
+    old = an_order(container)
+    deliver_everything(container, [old])
+    age(container, old, days=8)
+    prune(container.db.session, WEEK)
+    old_copies = envelopes(container, old)  # CourseOrdered, LearningStarted
+    old_ids = [e["event_id"] for e in old_copies]
+    assert records(container, "notification", old_ids) == 0
+    assert [delivery_of(container, i, SEND_SMS.consumer) for i in old_ids] == [None, None]
+    young = an_order(container)
+    [young_ordered] = envelopes(container, young)
+    policy, handled = counting(SEND_SMS)
+
+    done = consume(container, policy, [*reversed(old_copies), young_ordered, *old_copies])
+
+    assert done == handled == [young_ordered["event_id"]]
+    assert [sms_of(container, i) for i in old_ids] == [1, 1]
+    assert sms_of(container, young_ordered["event_id"]) == 1
+    # Applied long ago and pruned: nothing is owed, so nothing is parked either.
+    assert [delivery_of(container, i, SEND_SMS.consumer) for i in old_ids] == [None, None]
 
 
 # Flat tables ----------------------------------------------------------------------------------
