@@ -18,7 +18,7 @@ from app.shared.db.bulk import insert_missing
 from app.shared.db.dialects import statements
 from app.shared.events import Event, EventType
 from app.shared.idempotency import PROCESSED
-from app.shared.outbox.tables import OutboxEvent
+from app.shared.outbox.tables import OutboxEvent, stored_event
 
 # Events fetched, and rows or records written, per round trip.
 CHUNK = 1000
@@ -64,20 +64,13 @@ def _events(session: Session, event_types: Iterable[EventType]) -> Iterator[Even
     chunk at a time (a server-side cursor on PostgreSQL), read by the index on both."""
     e = _EVENTS.c
     stream = session.execute(
-        select(e.event_id, e.event_type, e.order_no, e.sequence, e.occurred_at, e.payload)
+        select(_EVENTS)
         .where(e.event_type.in_([str(t) for t in event_types]))
         .order_by(e.order_no, e.sequence)
         .execution_options(yield_per=CHUNK)
     )
     for row in stream:
-        yield Event(
-            event_type=EventType(row.event_type),
-            order_no=row.order_no,
-            payload=row.payload,
-            event_id=row.event_id,
-            occurred_at=row.occurred_at,
-            sequence=row.sequence,
-        )
+        yield stored_event(row)
 
 
 def _write(

@@ -1,6 +1,5 @@
 """My page rebuilt from the event log gives back the rows the live projection wrote."""
 
-import dataclasses
 from datetime import date
 
 import pytest
@@ -14,12 +13,12 @@ from app.mypage.model import MyPageRow
 from app.mypage.projection import new_row
 from app.mypage.rebuild import rebuild
 from app.orders import handlers
-from app.policies import BY_CONSUMER, POLICIES, Policy
+from app.policies import BY_CONSUMER, POLICIES
 from app.shared.events import EventType
 from app.shared.idempotency import PROCESSED
 from app.shared.outbox.tables import Delivery, DeliveryStatus, OutboxEvent
 from app.shared.retention import prune
-from tests.helpers import random_course_no, random_phone
+from tests.helpers import counting, random_course_no, random_phone
 from tests.integration.test_retention import age
 
 # The My page answer of SPEC section 8.
@@ -119,17 +118,6 @@ def recorded(container, consumer: str, envelopes: list[dict]) -> set[str]:
                 )
             ).scalars()
         )
-
-
-def counting(policy: Policy) -> tuple[Policy, list[str]]:
-    """The real policy, recording the events it actually handles."""
-    handled: list[str] = []
-
-    def handle(uow, events):
-        handled.extend(event.event_id for event in events)
-        policy.handle(uow, events)
-
-    return dataclasses.replace(policy, handle=handle), handled
 
 
 def test_given_rows_projected_live_when_rebuilt_then_the_same_rows_come_back(container):

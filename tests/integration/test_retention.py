@@ -15,12 +15,12 @@ from app.learning.handlers import RegisterManager, register_manager
 from app.learning.model import Learning
 from app.notification.model import SmsMessage
 from app.orders import handlers
-from app.policies import BY_CONSUMER, POLICIES, Policy
+from app.policies import BY_CONSUMER, POLICIES
 from app.shared.idempotency import PROCESSED
 from app.shared.outbox.dead_letters import dead_deliveries, replay_dead
 from app.shared.outbox.tables import Delivery, DeliveryStatus, OutboxEvent
 from app.shared.retention import prune
-from tests.helpers import random_course_no, random_phone
+from tests.helpers import counting, random_course_no, random_phone
 from workers.retention import sweep_once
 
 OPEN_LEARNING = BY_CONSUMER["learning.open_learning"]
@@ -107,17 +107,6 @@ def delivery_of(container, event_id: str, consumer: str) -> Delivery | None:
         return session.execute(
             select(Delivery).where(Delivery.event_id == event_id, Delivery.consumer == consumer)
         ).scalar_one_or_none()
-
-
-def counting(policy: Policy) -> tuple[Policy, list[str]]:
-    """The real policy, recording the events its handler actually applies."""
-    handled: list[str] = []
-
-    def handle(uow, events):
-        handled.extend(event.event_id for event in events)
-        policy.handle(uow, events)
-
-    return dataclasses.replace(policy, handle=handle), handled
 
 
 def learnings_of(container, order_no: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -55,15 +56,20 @@ class OutboxEvent(MainBase):
     correlation_id: Mapped[str | None] = mapped_column(String(64))
 
     def to_event(self) -> Event:
-        return Event(
-            event_type=EventType(self.event_type),
-            order_no=self.order_no,
-            payload=self.payload,
-            event_id=self.event_id,
-            occurred_at=self.occurred_at,
-            sequence=self.sequence,
-            correlation_id=self.correlation_id,
-        )
+        return stored_event(self)
+
+
+def stored_event(row: Any) -> Event:
+    """The event of a row of the log: an entity, or a row of its columns."""
+    return Event(
+        event_type=EventType(row.event_type),
+        order_no=row.order_no,
+        payload=row.payload,
+        event_id=row.event_id,
+        occurred_at=row.occurred_at,
+        sequence=row.sequence,
+        correlation_id=row.correlation_id,
+    )
 
 
 class Delivery(MainBase):
