@@ -68,7 +68,7 @@ def create_app(container: Container | None = None) -> Flask:
     api = OnlineStudyApi(app)
     register_error_handlers(app)
     refuse_nul_characters(app)
-    install_observability(app, c.main_session, c.celery, settings.metrics_token)
+    install_observability(app, c.db.session, c.celery, settings.metrics_token)
     limits = install_security(app, settings, c.tokens)  # after: 401s get a request id too
     for blueprint in (
         *orders_api.blueprints(c.orders_uow, c.read_session, c.learning_overloaded, limits),

@@ -171,7 +171,7 @@ def run(port: int, host: str, concurrency: int) -> None:
 
 @main.group()
 def events() -> None:
-    """The outbox: dead letters and replays."""
+    """The outbox: dead letters, replays and retention."""
 
 
 @events.command("dead")
@@ -205,6 +205,23 @@ def events_replay(event_id: str | None, consumer: str | None) -> None:
         count = replay_dead(session, event_id, consumer)
         session.commit()
     click.echo(f"{count} dead letter(s) queued for redelivery")
+
+
+@events.command("prune")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+def events_prune(dry_run: bool) -> None:
+    """Delete delivered deliveries and processed-messages records older than DEDUP_WINDOW
+    (what the relay does every PRUNE_INTERVAL_S)."""
+    from app.bootstrap import bootstrap
+    from app.config import describe_duration
+    from app.shared.retention import prune
+
+    settings = _settings()
+    deleted = prune(bootstrap(settings).db.session, settings.dedup_window_s, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    window = describe_duration(settings.dedup_window_s)
+    for name, rows in deleted.items():
+        click.echo(f"{name:34} {verb} {rows} row(s) older than {window}")
 
 
 @main.command()

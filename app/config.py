@@ -37,6 +37,37 @@ def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0)
     return value
 
 
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(env: dict[str, str], name: str, default: float) -> float:
+    """Seconds, from a plain number of seconds or a number with a unit: 90, 30m, 12h, 7d."""
+    raw = (env.get(name) or "").strip()
+    if raw == "":
+        return default
+    number, unit = raw[:-1], raw[-1]
+    if unit.isdigit() or unit == ".":
+        number, unit = raw, ""
+    try:
+        value = float(number) * _DURATION_UNITS[unit.lower()]
+    except (KeyError, ValueError):
+        raise ConfigError(
+            f"{name} must be seconds or a duration such as 30m, 12h or 7d, got {raw!r}"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive duration, got {raw!r}")
+    return value
+
+
+def describe_duration(seconds: float) -> str:
+    """A duration in the largest unit that divides it: "7 days", "30 minutes", "2 seconds"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
+
+
 def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = env.get(name) or default
     if value not in choices:
@@ -77,6 +108,8 @@ class Settings:
     rate_limit_storage_url: str = "memory://"
     cors_origins: tuple[str, ...] = ()
     hsts: bool = False
+    dedup_window_s: float = 7 * 86400.0
+    prune_interval_s: float = 60.0
 
     @property
     def heartbeats_dir(self) -> Path:
@@ -147,6 +180,8 @@ class Settings:
                 o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()
             ),
             hsts=_choice(env, "HSTS", "false", ("true", "false")) == "true",
+            dedup_window_s=_duration(env, "DEDUP_WINDOW", 7 * 86400.0),
+            prune_interval_s=_float(env, "PRUNE_INTERVAL_S", 60.0, minimum=0.1),
         )
 
 

@@ -9,16 +9,19 @@ failure counted and the others go through.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import structlog
 
+from app.config import describe_duration
 from app.container import Container
 from app.observability import EVENTS
 from app.policies import Policy
+from app.shared.db.base import utcnow
 from app.shared.events import Event
 from app.shared.idempotency import claim_all
-from app.shared.outbox.acks import announce_task_done, record_done, record_failure
+from app.shared.outbox.acks import announce_task_done, park, record_done, record_failure
 from app.shared.uow import UnitOfWork, correlation_id
 
 log = structlog.get_logger(__name__)
@@ -38,6 +41,11 @@ def consume(
     `announce_end` (a worker's task), tell the relay the task is over: in the batch's last
     transaction when it has one on the main database, else by a NOTIFY of its own."""
     events = _routed(policy, envelopes)
+    expired = _expired(container, events)
+    if expired:
+        _park_expired(container, policy, expired)
+        gone = {event.event_id for event in expired}
+        events = [event for event in events if event.event_id not in gone]
     announced = False
     if not events:
         if announce_end:
@@ -97,6 +105,32 @@ def _routed(policy: Policy[U], envelopes: Iterable[dict[str, Any]]) -> list[Even
             continue
         events.setdefault(event.event_id, event)
     return list(events.values())
+
+
+def _expired(container: Container, events: list[Event]) -> list[Event]:
+    """The copies older than the deduplication window (SPEC 5.6). Their processed-messages
+    records may have been deleted, so a claim could not tell a duplicate from a new event."""
+    window_s = container.settings.dedup_window_s
+    oldest_allowed = utcnow() - timedelta(seconds=window_s)
+    return [event for event in events if event.occurred_at < oldest_allowed]
+
+
+def _park_expired(container: Container, policy: Policy[U], events: list[Event]) -> None:
+    """Never apply an expired copy: park its delivery, if still owed, with the reason (a
+    replay parks it again). A DONE or deleted delivery was applied: the copy is dropped."""
+    window = describe_duration(container.settings.dedup_window_s)
+    reason = f"older than the deduplication window ({window}): not applied"
+    with container.main_session() as session:
+        parked = park(session, policy.consumer, [event.event_id for event in events], reason)
+        session.commit()
+    EVENTS.labels(policy.consumer, "expired").inc(len(events))
+    log.warning(
+        "events.expired",
+        consumer=policy.consumer,
+        event_ids=[event.event_id for event in events],
+        parked=parked,
+        reason=reason,
+    )
 
 
 def _apply(

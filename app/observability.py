@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from app.shared.outbox.tables import Delivery, DeliveryStatus
 from app.shared.queues import Queue
+from app.shared.retention import extents
 from app.shared.uow import correlation_id
 
 HTTP_REQUESTS = Counter(
@@ -48,6 +49,11 @@ TASKS = Counter(
 EVENTS = Counter(
     "onlinestudy_events_total", "Events handled by consumers, by outcome", ["consumer", "outcome"]
 )
+PRUNED_ROWS = Counter(
+    "onlinestudy_bookkeeping_pruned_rows_total",
+    "Bookkeeping rows deleted by the retention sweep, older than DEDUP_WINDOW",
+    ["table"],
+)
 TASK_LATENCY = Histogram(
     "onlinestudy_task_duration_seconds",
     "Celery task run time",
@@ -57,10 +63,11 @@ TASK_LATENCY = Histogram(
 
 
 class PipelineCollector:
-    """Gauges read from the outbox and the broker at each scrape (cheap indexed queries)."""
+    """Gauges read from the outbox, the bookkeeping of both databases and the broker at each
+    scrape (cheap indexed queries)."""
 
-    def __init__(self, main_session: Callable[[], Session], celery: Celery):
-        self.main_session = main_session
+    def __init__(self, session_for: Callable[[str], Session], celery: Celery):
+        self.session_for = session_for
         self.celery = celery
 
     def collect(self) -> Iterator[Metric]:
@@ -83,7 +90,7 @@ class PipelineCollector:
             "How far My page is behind: age of its oldest pending event",
         )
         now = time.time()
-        with self.main_session() as session:
+        with self.session_for("main") as session:
             rows = session.execute(
                 select(
                     Delivery.consumer,
@@ -105,7 +112,26 @@ class PipelineCollector:
             [], now - oldest_at["mypage.project"] if "mypage.project" in oldest_at else 0.0
         )
         yield from (backlog, oldest, dead, lag)
+        yield from self._bookkeeping(now)
         yield self._queue_depths()
+
+    def _bookkeeping(self, now: float) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        rows = GaugeMetricFamily(
+            "onlinestudy_bookkeeping_rows",
+            "Rows of a bookkeeping table (deliveries DONE or PENDING, processed-messages records)",
+            labels=["table"],
+        )
+        oldest = GaugeMetricFamily(
+            "onlinestudy_bookkeeping_oldest_age_seconds",
+            "Age of the oldest row of a bookkeeping table (0 when empty); DEDUP_WINDOW bounds "
+            "it for all but PENDING deliveries",
+            labels=["table"],
+        )
+        for extent in extents(self.session_for):
+            rows.add_metric([extent.name], extent.rows)
+            age = now - extent.oldest.timestamp() if extent.oldest is not None else 0.0
+            oldest.add_metric([extent.name], max(0.0, age))
+        return rows, oldest
 
     def _queue_depths(self) -> GaugeMetricFamily:
         depth = GaugeMetricFamily(
@@ -147,11 +173,11 @@ def metrics_response(collector: PipelineCollector) -> tuple[bytes, int, dict[str
 
 
 def install(
-    app: Flask, main_session: Callable[[], Session], celery: Celery, metrics_token: str | None
+    app: Flask, session_for: Callable[[str], Session], celery: Celery, metrics_token: str | None
 ) -> None:
     """Per request: a correlation id (X-Request-ID in, or a new one) and the HTTP metrics;
     /metrics, with the pipeline's gauges read at each scrape."""
-    collector = PipelineCollector(main_session, celery)
+    collector = PipelineCollector(session_for, celery)
     valid_id = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
     @app.before_request

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import secrets
 from collections.abc import Callable
 from datetime import date
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
@@ -61,3 +62,14 @@ def order_body(course: str, **overrides) -> dict:
     }
     body.update(overrides)
     return body
+
+
+def counting(policy: Any) -> tuple[Any, list[str]]:
+    """The real policy, recording the events its handler actually applies."""
+    handled: list[str] = []
+
+    def handle(uow, events):
+        handled.extend(event.event_id for event in events)
+        policy.handle(uow, events)
+
+    return dataclasses.replace(policy, handle=handle), handled

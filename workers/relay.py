@@ -1,7 +1,8 @@
 """The outbox relay: publishes due deliveries to their consumers' queues, batched per consumer.
 
 Woken by PostgreSQL NOTIFY at each commit that wrote events, and at the end of each consumer
-task; on SQLite it polls. Each pass also sweeps redeliveries that came due.
+task; on SQLite it polls. Each pass also sweeps redeliveries that came due. Beside it, a thread
+deletes the bookkeeping older than the deduplication window (workers.retention).
 
 Batches form by counting tasks in flight: a consumer has at most RELAY_INFLIGHT_TASKS published
 and unfinished tasks. While they run, its next events wait in the outbox, and the task that
@@ -26,6 +27,7 @@ from app.policies import BY_CONSUMER
 from app.process import freeze_startup_heap
 from app.shared.outbox.claim import claim_due
 from app.shared.outbox.notices import NEW_WORK, NOTIFY_CHANNEL, TASK_DONE
+from workers.retention import start_sweeper
 
 log = structlog.get_logger(__name__)
 
@@ -248,7 +250,9 @@ def main() -> None:
         signal.signal(sig, lambda *_: stop.set())
     heartbeat = settings.var_dir / "relay.heartbeat"
     settings.var_dir.mkdir(parents=True, exist_ok=True)
+    sweeper = start_sweeper(container, stop)
     run_relay(container, container.celery, stop, heartbeat=heartbeat.touch)
+    sweeper.join(timeout=5.0)  # between two batches it sees the stop
 
 
 if __name__ == "__main__":

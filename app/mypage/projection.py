@@ -81,7 +81,9 @@ def project(uow: UnitOfWork, events: list[Event]) -> None:
     # In order_no order, so that two batches lock the rows they share in one order.
     order_nos = sorted(phones)
     session = uow.session
-    insert_missing(session, _TABLE, [_empty(order_no, phones[order_no]) for order_no in order_nos])
+    insert_missing(
+        session, _TABLE, [empty_values(order_no, phones[order_no]) for order_no in order_nos]
+    )
     read = session.execute(
         select(_TABLE)
         .where(among(session, _TABLE.c.order_no, order_nos))
@@ -97,7 +99,7 @@ def project(uow: UnitOfWork, events: list[Event]) -> None:
     update_rows(session, _TABLE, "order_no", changed)
 
 
-def _empty(order_no: str, phone: str) -> dict[str, Any]:
+def empty_values(order_no: str, phone: str) -> dict[str, Any]:
     return {
         "order_no": order_no,
         "phone": phone,
@@ -110,4 +112,4 @@ def _empty(order_no: str, phone: str) -> dict[str, Any]:
 
 def new_row(order_no: str, phone: str) -> MyPageRow:
     """The empty row of an order, before any event is folded into it."""
-    return MyPageRow(**_empty(order_no, phone))
+    return MyPageRow(**empty_values(order_no, phone))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Column, MetaData, String, Table
+from sqlalchemy import Column, Index, MetaData, String, Table
 from sqlalchemy.orm import Session
 
 from app.shared.db.base import MainBase, NotificationBase, UTCDateTime, utcnow
@@ -18,6 +18,8 @@ def _processed_messages(metadata: MetaData, name: str) -> Table:
         Column("consumer", String(64), primary_key=True),
         Column("event_id", String(36), primary_key=True),
         Column("processed_at", UTCDateTime(), nullable=False),
+        # The retention sweep deletes the oldest records first.
+        Index(f"ix_{name}_processed_at", "processed_at"),
     )
 
 

@@ -1,6 +1,5 @@
 """My page rebuilt from the event log gives back the rows the live projection wrote."""
 
-import dataclasses
 from datetime import date
 
 import pytest
@@ -14,11 +13,13 @@ from app.mypage.model import MyPageRow
 from app.mypage.projection import new_row
 from app.mypage.rebuild import rebuild
 from app.orders import handlers
-from app.policies import BY_CONSUMER, POLICIES, Policy
+from app.policies import BY_CONSUMER, POLICIES
 from app.shared.events import EventType
 from app.shared.idempotency import PROCESSED
 from app.shared.outbox.tables import Delivery, DeliveryStatus, OutboxEvent
-from tests.helpers import random_course_no, random_phone
+from app.shared.retention import prune
+from tests.helpers import counting, random_course_no, random_phone
+from tests.integration.test_retention import age
 
 # The My page answer of SPEC section 8.
 COLUMNS = (
@@ -119,17 +120,6 @@ def recorded(container, consumer: str, envelopes: list[dict]) -> set[str]:
         )
 
 
-def counting(policy: Policy) -> tuple[Policy, list[str]]:
-    """The real policy, recording the events it actually handles."""
-    handled: list[str] = []
-
-    def handle(uow, events):
-        handled.extend(event.event_id for event in events)
-        policy.handle(uow, events)
-
-    return dataclasses.replace(policy, handle=handle), handled
-
-
 def test_given_rows_projected_live_when_rebuilt_then_the_same_rows_come_back(container):
     waiting = an_order(container)  # no manager yet (ManagerRegistered is not delivered here)
     register_manager(container.learning_uow(), RegisterManager("한매니저", "010-9999-0101"))
@@ -217,3 +207,31 @@ def test_given_a_rebuild_in_progress_then_the_live_projection_waits_and_readers_
             with pytest.raises(OperationalError, match="lock timeout"):
                 other.execute(select(MyPageRow).with_for_update())
             other.rollback()
+
+
+def facts(container, order_no: str) -> dict:
+    """The row's answer but for updated_at (which follows the events' times, moved here)."""
+    row = visible(container, [order_no])[order_no]
+    return {name: value for name, value in row.items() if name != "updated_at"}
+
+
+def test_given_the_bookkeeping_pruned_when_rebuilt_then_the_rows_come_back_and_old_copies_stay_out(
+    container,
+):
+    register_manager(container.learning_uow(), RegisterManager("정리매니저", "010-9999-0103"))
+    order_no = an_order(container)
+    history = envelopes(container, order_no)
+    consume(container, PROJECT, history)
+    before = facts(container, order_no)
+    age(container, order_no, days=8)
+    prune(container.db.session, 7 * 86400)
+    assert recorded(container, PROJECT.consumer, history) == set()
+
+    run_rebuild(container)
+
+    assert facts(container, order_no) == before
+    assert recorded(container, PROJECT.consumer, history) == {e["event_id"] for e in history}
+    policy, handled = counting(PROJECT)
+    consume(container, policy, envelopes(container, order_no))  # old copies, aged
+    assert handled == []
+    assert facts(container, order_no) == before

@@ -57,3 +57,29 @@ def test_a_request_without_an_id_gets_one_and_a_hostile_one_is_replaced(client):
 
 def test_phone_numbers_are_masked_in_logs():
     assert _mask_phones(None, None, {"phone": "010-1234-5678"})["phone"] == "010-****-5678"
+
+
+def test_metrics_show_the_rows_and_the_oldest_age_of_each_bookkeeping_table(client, container):
+    course = client.post("/courses", json=course_body()).json
+    order_no = client.post("/orders", json=order_body(course["course_no"])).json["order_no"]
+    with container.main_session() as session:
+        [ordered] = session.execute(
+            select(OutboxEvent).where(OutboxEvent.order_no == order_no)
+        ).scalars()
+    for consumer in ("learning.open_learning", "notification.send_sms"):
+        consume(container, BY_CONSUMER[consumer], [ordered.to_event().envelope()])
+
+    text = client.get("/metrics").get_data(as_text=True)
+    gauges = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith("onlinestudy_bookkeeping_")
+    }
+    for table in (
+        "outbox_deliveries_done",
+        "outbox_deliveries_pending",
+        "processed_messages",
+        "notification_processed_messages",
+    ):
+        assert gauges[f'onlinestudy_bookkeeping_rows{{table="{table}"}}'] >= 1, table
+        assert gauges[f'onlinestudy_bookkeeping_oldest_age_seconds{{table="{table}"}}'] >= 0, table

@@ -19,7 +19,7 @@ from app.shared.db.bulk import among, among_keys, insert_missing, insert_rows, u
 from app.shared.db.engine import Database
 from app.shared.db.paging import paged, where_given
 from app.shared.events import Event, EventType
-from app.shared.idempotency import claim_all
+from app.shared.idempotency import PROCESSED, claim_all
 from app.shared.outbox.acks import announce_task_done, record_done, record_failure
 from app.shared.outbox.backlog import pending_deliveries
 from app.shared.outbox.backoff import backoff_s
@@ -27,6 +27,7 @@ from app.shared.outbox.claim import claim_due
 from app.shared.outbox.dead_letters import dead_deliveries, replay_dead
 from app.shared.outbox.tables import Delivery, DeliveryStatus, OrderSequence, OutboxEvent
 from app.shared.outbox.writer import OutboxWriter
+from app.shared.retention import DONE_DELIVERIES, PROCESSED_RECORDS, prune
 
 LATER = "tests.later"  # a consumer whose copy is first due a minute after the commit
 
@@ -389,3 +390,43 @@ def test_a_page_has_its_rows_in_order_and_the_total_of_all_pages(rows_session):
         session, where_given(select(_rows.c.seat), (_rows.c.kind, "")), _rows.c.seat, 0, 100
     )
     assert (everything, total) == (list(range(7)), 7)
+
+
+# Retention ----------------------------------------------------------------------------------
+
+
+def test_the_sweep_deletes_old_done_deliveries_and_records_in_batches_and_nothing_else(
+    db, consumers
+):
+    events = written_events(db, consumers)
+    first, second = consumers
+    ids = [e.event_id for e in events]
+    long_ago = utcnow() - timedelta(days=30)
+    d = Delivery.__table__.c
+    with db.session() as session:
+        claim_all(session, "main", first, ids)
+        record_done(session, first, ids[:3])
+        session.execute(update(Delivery).where(d.consumer == first).values(done_at=long_ago))
+        # DONE but young: kept; PENDING (second's) and old: kept, it is owed.
+        record_done(session, first, ids[3:])
+        session.execute(update(Delivery).where(d.consumer == second).values(created_at=long_ago))
+        processed = PROCESSED["main"]
+        session.execute(
+            update(processed)
+            .where(processed.c.consumer == first, processed.c.event_id.in_(ids[:2]))
+            .values(processed_at=long_ago)
+        )
+        session.commit()
+
+    deleted = prune(
+        lambda _bind: db.session(), 86400, batch=2, kinds=(DONE_DELIVERIES, PROCESSED_RECORDS[0])
+    )
+
+    assert deleted == {"outbox_deliveries_done": 3, "processed_messages": 2}
+    with db.session() as session:
+        assert set(deliveries(session, first)) == set(ids[3:])
+        assert set(deliveries(session, second)) == set(ids)
+        left = session.execute(
+            select(processed.c.event_id).where(processed.c.consumer == first)
+        ).scalars()
+        assert set(left) == set(ids[2:])

@@ -49,3 +49,17 @@ def test_korean_mobile_numbers_are_normalized(raw):
 def test_anything_else_is_refused(raw):
     with pytest.raises(ValueError):
         normalize_mobile(raw)
+
+
+@pytest.mark.parametrize(
+    "raw, seconds",
+    [("", 7 * 86400), ("90", 90), ("2s", 2), ("30m", 1800), ("12h", 43200), ("7d", 604800)],
+)
+def test_the_deduplication_window_takes_seconds_or_a_unit(raw, seconds):
+    assert Settings.from_env({"DEDUP_WINDOW": raw}).dedup_window_s == seconds
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "7w", "soon", "d", "1e400"])
+def test_a_bad_deduplication_window_stops_the_start_naming_it(raw):
+    with pytest.raises(ConfigError, match="DEDUP_WINDOW"):
+        Settings.from_env({"DEDUP_WINDOW": raw})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import (
     ColumnElement,
@@ -20,8 +20,10 @@ from sqlalchemy import (
     TextClause,
     any_,
     bindparam,
+    delete,
     func,
     insert,
+    literal_column,
     select,
     text,
     tuple_,
@@ -71,6 +73,17 @@ class Statements(Protocol):
 
     def lock_out_writers(self, session: Session, table: Table) -> None:
         """Make the table's other writers wait for this transaction; readers go on."""
+
+    def delete_oldest(
+        self,
+        session: Session,
+        table: Table,
+        where: list[ColumnElement[bool]],
+        oldest_first: ColumnElement[Any],
+        limit: int,
+    ) -> int:
+        """Delete at most `limit` rows that match `where`, the oldest first, without waiting
+        for rows another transaction holds; return how many."""
 
 
 class PostgreSQL:
@@ -127,6 +140,31 @@ class PostgreSQL:
     def lock_out_writers(self, session: Session, table: Table) -> None:
         session.execute(text(f"LOCK TABLE {table.name} IN EXCLUSIVE MODE"))
 
+    def delete_oldest(
+        self,
+        session: Session,
+        table: Table,
+        where: list[ColumnElement[bool]],
+        oldest_first: ColumnElement[Any],
+        limit: int,
+    ) -> int:
+        # By physical address: the same for every table whatever its key, and fetched as an
+        # array the DELETE is a TID scan. SKIP LOCKED: two sweepers (or a rebuild holding
+        # records) never wait for each other; each takes other rows.
+        ctid = literal_column("ctid")
+        oldest = (
+            select(ctid)
+            .select_from(table)
+            .where(*where)
+            .order_by(oldest_first)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        result = session.execute(
+            delete(table).where(ctid == any_(func.array(oldest.scalar_subquery())))
+        )
+        return result.rowcount
+
 
 class SQLite:
     one_statement_writes = False
@@ -170,6 +208,21 @@ class SQLite:
 
     def lock_out_writers(self, session: Session, table: Table) -> None:
         """Nothing: every SQLite transaction takes the write lock at BEGIN IMMEDIATE already."""
+
+    def delete_oldest(
+        self,
+        session: Session,
+        table: Table,
+        where: list[ColumnElement[bool]],
+        oldest_first: ColumnElement[Any],
+        limit: int,
+    ) -> int:
+        # One writer at a time holds the whole file: nothing to skip, and the batch keeps that
+        # hold short.
+        rowid = literal_column("rowid")
+        oldest = select(rowid).select_from(table).where(*where).order_by(oldest_first).limit(limit)
+        result = session.execute(delete(table).where(rowid.in_(oldest.scalar_subquery())))
+        return result.rowcount
 
 
 _BY_DIALECT: dict[str, Statements] = {"postgresql": PostgreSQL(), "sqlite": SQLite()}

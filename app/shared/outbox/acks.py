@@ -38,6 +38,22 @@ def record_done(session: Session, consumer: str, event_ids: Sequence[str]) -> No
     )
 
 
+def park(session: Session, consumer: str, event_ids: Sequence[str], reason: str) -> int:
+    """Park these deliveries as DEAD with `reason`, unless they are DONE already (applied:
+    nothing is owed). Returns how many were parked."""
+    d = Delivery.__table__.c
+    result = session.execute(
+        update(Delivery.__table__)
+        .where(
+            d.consumer == consumer,
+            among(session, d.event_id, list(event_ids)),
+            d.status != DeliveryStatus.DONE,
+        )
+        .values(status=DeliveryStatus.DEAD, last_error=reason)
+    )
+    return result.rowcount
+
+
 def record_failure(
     session: Session, consumer: str, event_id: str, error: str, max_attempts: int, retry_in_s: float
 ) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -28,36 +29,47 @@ class DeliveryStatus:
     DEAD = "DEAD"
 
 
-def pending(status_column) -> ColumnElement[bool]:
-    """`status = 'PENDING'` with the value in the SQL text: a bound parameter would keep the
+def has_status(status_column, status: str) -> ColumnElement[bool]:
+    """`status = '<status>'` with the value in the SQL text: a bound parameter would keep the
     planner from using the partial indexes in a prepared (generic) plan."""
-    return status_column == literal_column(f"'{DeliveryStatus.PENDING}'")
+    return status_column == literal_column(f"'{status}'")
+
+
+def pending(status_column) -> ColumnElement[bool]:
+    return has_status(status_column, DeliveryStatus.PENDING)
 
 
 class OutboxEvent(MainBase):
     """Every event ever committed, in commit order: the event log My page is rebuilt from."""
 
     __tablename__ = "outbox_events"
+    # An order's events, and My page's rebuild reads the whole log in this order.
+    __table_args__ = (Index("ix_outbox_events_order_no_sequence", "order_no", "sequence"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     event_type: Mapped[str] = mapped_column(String(64))
-    order_no: Mapped[str | None] = mapped_column(String(32), index=True)
+    order_no: Mapped[str | None] = mapped_column(String(32))
     sequence: Mapped[int] = mapped_column(Integer)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     payload: Mapped[dict] = mapped_column(JSON)
     correlation_id: Mapped[str | None] = mapped_column(String(64))
 
     def to_event(self) -> Event:
-        return Event(
-            event_type=EventType(self.event_type),
-            order_no=self.order_no,
-            payload=self.payload,
-            event_id=self.event_id,
-            occurred_at=self.occurred_at,
-            sequence=self.sequence,
-            correlation_id=self.correlation_id,
-        )
+        return stored_event(self)
+
+
+def stored_event(row: Any) -> Event:
+    """The event of a row of the log: an entity, or a row of its columns."""
+    return Event(
+        event_type=EventType(row.event_type),
+        order_no=row.order_no,
+        payload=row.payload,
+        event_id=row.event_id,
+        occurred_at=row.occurred_at,
+        sequence=row.sequence,
+        correlation_id=row.correlation_id,
+    )
 
 
 class Delivery(MainBase):
@@ -81,6 +93,14 @@ class Delivery(MainBase):
             "id",
             postgresql_where=text("status = 'PENDING'"),
             sqlite_where=text("status = 'PENDING'"),
+        ),
+        # The retention sweep's: DONE deliveries, oldest first. Partial, so that PENDING and
+        # DEAD rows (the relay's and the operator's) are not in it.
+        Index(
+            "ix_outbox_deliveries_done",
+            "done_at",
+            postgresql_where=text("status = 'DONE'"),
+            sqlite_where=text("status = 'DONE'"),
         ),
     )
 
