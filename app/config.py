@@ -91,6 +91,8 @@ class Settings:
     relay_inflight_tasks: int = 1
     relay_inflight_expire_s: float = 2.0
     score_sync_timeout_s: float = 3.0
+    # SIGTERM to the API: not ready at once, still serving this long, then gunicorn stops.
+    shutdown_drain_s: float = 5.0
     learning_backlog_limit: int = 10_000
     sms_provider: str = "console"
     sms_http_url: str = ""
@@ -160,6 +162,7 @@ class Settings:
             relay_inflight_tasks=_int(env, "RELAY_INFLIGHT_TASKS", 1, minimum=1),
             relay_inflight_expire_s=_float(env, "RELAY_INFLIGHT_EXPIRE_S", 2.0, minimum=0.1),
             score_sync_timeout_s=_float(env, "SCORE_SYNC_TIMEOUT_S", 3.0, minimum=0.1),
+            shutdown_drain_s=_float(env, "SHUTDOWN_DRAIN_S", 5.0),
             learning_backlog_limit=_int(env, "LEARNING_BACKLOG_LIMIT", 10_000, minimum=1),
             sms_provider=sms_provider,
             sms_http_url=sms_http_url,

@@ -1,4 +1,5 @@
-"""Liveness and readiness: ready means the database and the broker answer within a short time."""
+"""Liveness and readiness: ready means the database and the broker answer within a short time
+and the server has not begun to shut down."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from marshmallow import Schema, fields
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app.process import shutting_down
 from app.shared.api import Blueprint
 
 CHECK_TIMEOUT_S = 2
@@ -58,7 +60,11 @@ def blueprints(main_session: Callable[[], Session], celery: Celery) -> list[Blue
         @health_blp.response(200, HealthSchema)
         @health_blp.alt_response(503, description="Not ready: `errors` names the failing part")
         def get(self) -> dict[str, Any]:
-            """The database and the broker are reachable; 503 names the failing part."""
+            """The database and the broker are reachable, and the server is not shutting down;
+            503 names the failing part."""
+            if shutting_down():
+                # Taken out of the load balancer's rotation while it still serves (the drain).
+                abort(503, message="not ready: shutting down", errors={"process": "shutting down"})
             failures = {
                 name: error
                 for name, error in (

@@ -3,7 +3,9 @@ started, before it serves."""
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import multiprocessing
 
 
 def freeze_startup_heap() -> None:
@@ -16,3 +18,17 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+# Set by the gunicorn master when SIGTERM comes (gunicorn.conf.py) and read by its workers'
+# readiness view: shared memory made before the workers are forked, so they all see it.
+_shutting_down = multiprocessing.RawValue(ctypes.c_bool, False)
+
+
+def begin_shutdown() -> None:
+    """From now on this server is not ready: a load balancer sends it nothing new."""
+    _shutting_down.value = True
+
+
+def shutting_down() -> bool:
+    return bool(_shutting_down.value)

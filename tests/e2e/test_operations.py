@@ -134,3 +134,22 @@ def test_workers_send_task_events_only_once_a_monitor_asks_for_them(system, monk
 
 def _ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stderr
+
+
+def test_given_sigterm_the_api_turns_unready_at_once_serves_through_the_drain_then_stops(system):
+    base_url = system.start_api("api-draining", SHUTDOWN_DRAIN_S="3")
+    master = system.running["api-draining"]
+    os.kill(master.pid, signal.SIGTERM)  # to gunicorn's master only, as tini passes it on
+
+    # A load balancer following readiness takes it out; requests still routed are served.
+    eventually(
+        lambda: _status(requests.get(f"{base_url}/health/ready", timeout=5), 503), timeout_s=2
+    )
+    assert requests.get(f"{base_url}/health/live", timeout=5).status_code == 200
+    assert master.poll() is None
+
+    assert master.wait(timeout=30) == 0  # then a graceful stop
+
+
+def _status(response: requests.Response, expected: int) -> None:
+    assert response.status_code == expected, response.text
