@@ -10,7 +10,7 @@ import contextlib
 import threading
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from celery.utils.nodenames import worker_direct
 
 from app.config import Settings
@@ -43,3 +43,11 @@ def register(celery: Celery, settings: Settings) -> None:
     @worker_shutdown.connect(weak=False)
     def _stop_canaries(**_kwargs) -> None:
         stop.set()
+
+    @worker_shutting_down.connect(weak=False)
+    def _not_ready_once_stopping(sender=None, **_kwargs) -> None:
+        # A warm shutdown (SIGTERM) takes no new task: the health check fails from its start,
+        # not a heartbeat period later, and a restarted worker is healthy only once it consumes.
+        stop.set()
+        with contextlib.suppress(OSError):
+            (settings.heartbeats_dir / f"worker-{sender}").unlink()
