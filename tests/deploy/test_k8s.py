@@ -354,3 +354,70 @@ def test_given_every_pod_then_it_runs_as_non_root_with_a_read_only_root(document
             for container in containers(owner):
                 assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
                 assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+
+
+# A rollout without a failed request: every Deployment.
+
+
+def task_time_limit() -> int:
+    """celeryconfig's hard limit of a task, read as text: the longest a warm shutdown waits."""
+    found = re.search(r"^task_time_limit = (\d+)", (REPO / "celeryconfig.py").read_text(), re.M)
+    assert found, "celeryconfig.py sets task_time_limit"
+    return int(found[1])
+
+
+def drain_s(documents: list[dict], container: dict) -> float:
+    """SHUTDOWN_DRAIN_S as the container's ConfigMaps give it (the application's default: 5)."""
+    config_maps = of_kind(documents, "ConfigMap")
+    value = "5"
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            value = config_maps[source["configMapRef"]["name"]]["data"].get(
+                "SHUTDOWN_DRAIN_S", value
+            )
+    return float(value)
+
+
+def pre_stop_sleep_s(container: dict) -> float:
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and len(command) == 2, command
+    return float(command[1])
+
+
+def test_given_every_deployment_then_a_rollout_keeps_every_pod_until_its_successor_is_ready(
+    documents,
+):
+    for name, deployment in of_kind(documents, "Deployment").items():
+        strategy = deployment["spec"].get("strategy", {})
+        assert strategy.get("type") == "RollingUpdate", name
+        assert strategy["rollingUpdate"]["maxUnavailable"] == 0, name
+        assert strategy["rollingUpdate"]["maxSurge"] >= 1, name
+
+
+def test_given_every_deployment_then_it_has_a_readiness_probe_and_pauses_before_sigterm(documents):
+    for name, deployment in of_kind(documents, "Deployment").items():
+        for container in pod_spec(deployment)["containers"]:
+            assert "readinessProbe" in container, name
+            assert pre_stop_sleep_s(container) >= 1, name
+
+
+def test_given_every_deployment_then_its_grace_period_outlasts_the_pause_the_drain_and_a_task(
+    documents,
+):
+    longest_task = task_time_limit()
+    for name, deployment in of_kind(documents, "Deployment").items():
+        grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
+        for container in pod_spec(deployment)["containers"]:
+            needed = pre_stop_sleep_s(container) + drain_s(documents, container) + longest_task
+            assert grace > needed, f"{name}: {grace}s <= {needed}s"
+
+
+def test_given_the_api_then_its_readiness_fails_on_sigterm_before_the_drain_ends(documents):
+    (api,) = pod_spec(component(documents, "api"))["containers"]
+    probe = api["readinessProbe"]
+
+    # The readiness view answers 503 from SIGTERM on; the Service must see it while the pod
+    # still serves, or a request could be routed to a pod that has stopped accepting.
+    noticed_within_s = probe["periodSeconds"] * probe.get("failureThreshold", 3)
+    assert noticed_within_s < drain_s(documents, api)
+    assert probe["timeoutSeconds"] <= probe["periodSeconds"]
