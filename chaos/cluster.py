@@ -297,25 +297,7 @@ class System:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         for i in range(apis):
-            port = free_port()
-            self._add(
-                f"api-{i + 1}",
-                "api",
-                [
-                    "-m",
-                    "gunicorn",
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    "2",
-                    "--timeout",
-                    "30",
-                    "--graceful-timeout",
-                    "5",
-                    "app:create_app()",
-                ],
-                port=port,
-            )
+            self._add_api(f"api-{i + 1}")
         self._add("relay", "relay", ["-m", "app.cli", "relay"])
         for queue in QUEUES:
             for i in range(layout.get(queue, 1)):
@@ -337,11 +319,30 @@ class System:
                     queue=queue,
                 )
 
-    def _add(self, name: str, kind: str, args: list[str], **extra) -> None:
+    def _add_api(self, name: str) -> Proc:
+        port = free_port()
+        argv = ["-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+        return self._add(name, "api", [*argv, "--timeout", "30", "app:create_app()"], port=port)
+
+    def _add(self, name: str, kind: str, args: list[str], **extra) -> Proc:
         var_dir = self.run_dir / "var" / name  # each process its own, like a pod's filesystem
         var_dir.mkdir(parents=True, exist_ok=True)
         env = dict(self.env, ONLINESTUDY_VAR_DIR=str(var_dir))
         self.procs[name] = Proc(name, kind, [sys.executable, *args], env, var_dir, **extra)
+        return self.procs[name]
+
+    def surge(self, api: Proc) -> Proc:
+        """A new API process beside `api`, on a port of its own, started: a rollout's surge
+        pod. `replace` gives it `api`'s place once `api` has stopped."""
+        with self._lock:
+            new = self._add_api(api.name)
+            self.procs[api.name] = api  # not supervised until it takes the place
+        self.start(new)
+        return new
+
+    def replace(self, old: Proc, new: Proc) -> None:
+        with self._lock:
+            self.procs[old.name] = new
 
     # Processes
 
@@ -379,6 +380,12 @@ class System:
     def send(self, proc: Proc, sig: int) -> None:
         if proc.popen is not None:
             _kill_group(proc.popen.pid, sig)
+
+    def send_to_leader(self, proc: Proc, sig: int) -> None:
+        """Signal the process alone, as an init (tini) passes on what the kubelet sends."""
+        if proc.popen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.popen.send_signal(sig)
 
     def kill(self, proc: Proc, sig: int = signal.SIGKILL, wait_s: float = 15) -> None:
         """Signal the whole process group (a worker's pool children too) and reap it."""

@@ -20,15 +20,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+import requests
 import structlog
 
 from chaos.cluster import QUEUES, PostgresServer, Proc, RabbitVhost, RedisServer, System
-from chaos.load import Load
+from chaos.load import Load, answers_between, failed_requests
 
 log = structlog.get_logger("chaos")
 
 HEALTH_MAX_AGE_S = 5.0  # what "healthy" means for heartbeats, and the stalled-worker probe
 REDIS_VISIBILITY_TIMEOUT_S = 3600  # celeryconfig: what a killed worker's message would wait
+GRACEFUL_STOP_S = 60.0  # a SIGTERMed process must have exited by then (the drain, a last task)
+READY_DEADLINE_S = 60.0  # and its successor be ready by then
 
 
 @dataclass
@@ -176,6 +179,94 @@ class Faults:
             return {"proc": victim.name}
 
         return self._timed("kill_api", inject)
+
+    def rolling_restart(self) -> FaultResult:
+        """Every process restarted in turn with SIGTERM, as a rollout does: the API processes
+        one at a time, the relay, then every worker (a warm shutdown); each must stop on its
+        own and be ready again before the next. No request may fail meanwhile: the API drains
+        (unready at once, serving what is routed to it) and the workers finish their tasks."""
+        started, since = time.monotonic(), datetime.now(UTC)
+        before = self.load.api.answers_now()
+        procs = [*self.system.apis(), self.system.procs["relay"], *self.system.workers()]
+        steps = [self._restart_gracefully(proc) for proc in procs]
+        answers = answers_between(before, self.load.api.answers_now())
+        rollout_s = round(time.monotonic() - started, 1)
+        # Recovery from the last restart: the rollout itself takes minutes.
+        recovery = self.recover(time.monotonic(), since)
+        failed = failed_requests(answers)
+        not_graceful = [s["proc"] for s in steps if not s["graceful"]]
+        not_ready = [s["proc"] for s in steps if s["ready_s"] is None]
+        kept_ready = [s["proc"] for s in steps if s.get("readiness_after_sigterm", 503) != 503]
+        detail = {
+            "restarted": len(steps),
+            "rollout_s": rollout_s,
+            "measured_from": "the last restart",
+            "failed_requests": failed,
+            "answers": answers,
+            "not_graceful": not_graceful,
+            "not_ready_again": not_ready,
+            "ready_after_sigterm": kept_ready,
+            "slowest_stop_s": max(s["stop_s"] for s in steps),
+            "slowest_ready_s": max((s["ready_s"] or 0) for s in steps),
+        }
+        ok = not (failed or not_graceful or not_ready or kept_ready)
+        return FaultResult("rolling_restart", recovery, ok, detail)
+
+    def _restart_gracefully(self, proc: Proc) -> dict:
+        """The API as a Deployment with maxSurge 1 and maxUnavailable 0 rolls it: a new
+        process first, and once it is ready (in the Service) the old one is stopped. The relay
+        and a worker are stopped, then started again and awaited until they consume (the
+        other worker of the queue goes on meanwhile)."""
+        step: dict = {"proc": proc.name}
+        if proc.kind == "api":
+            endpoints = self.load.api.endpoints
+            new = self.system.surge(proc)
+            endpoints.add(_base(new))
+            step["ready_s"] = self._wait_ready(lambda: endpoints.is_ready(_base(new)))
+            self._stop_gracefully(proc, step)
+            self.system.replace(proc, new)
+            endpoints.remove(_base(proc))
+        else:
+            try:
+                self._stop_gracefully(proc, step)
+            finally:
+                self.system.release(proc)
+            wall = time.time()
+            # A heartbeat of the new process: its canary consumed since it started.
+            step["ready_s"] = self._wait_ready(
+                lambda: proc.heartbeat_age() < min(HEALTH_MAX_AGE_S, time.time() - wall)
+            )
+        log.info("chaos.rolling_restart.step", **step)
+        return step
+
+    def _stop_gracefully(self, proc: Proc, step: dict) -> None:
+        """SIGTERM to the process itself (as tini passes on the kubelet's, not to its group),
+        and its own exit awaited; an API process is dropped from the endpoints first, as the
+        endpoints controller drops a pod being deleted, and its readiness must say 503."""
+        proc.held = True  # ours to stop, not the supervisor's to restart
+        popen = proc.popen
+        stopping = time.monotonic()
+        if proc.kind == "api":
+            self.load.api.endpoints.terminating(_base(proc))
+        self.system.send_to_leader(proc, signal.SIGTERM)
+        if proc.kind == "api":
+            step["readiness_after_sigterm"] = _readiness_while_draining(_base(proc), popen)
+        try:
+            step["exit_code"] = popen.wait(GRACEFUL_STOP_S)
+            step["graceful"] = True
+        except subprocess.TimeoutExpired:
+            step["graceful"] = False
+        self.system.kill(proc)  # whatever is left of its group
+        step["stop_s"] = round(time.monotonic() - stopping, 2)
+
+    @staticmethod
+    def _wait_ready(ready: Callable[[], bool]) -> float | None:
+        started = time.monotonic()
+        while time.monotonic() - started < READY_DEADLINE_S:
+            if ready():
+                return round(time.monotonic() - started, 2)
+            time.sleep(0.1)
+        return None
 
     def redis_restart(self, keep_data: bool) -> FaultResult:
         kind = "redis_restart_aof" if keep_data else "redis_restart_no_persistence"
@@ -418,6 +509,25 @@ class Faults:
                     return next(iter(open_tasks.values()))
                 time.sleep(0.002)
         return None
+
+
+def _base(proc: Proc) -> str:
+    return f"http://127.0.0.1:{proc.port}"
+
+
+def _readiness_while_draining(base: str, popen) -> int | None:
+    """What the process's readiness answers after SIGTERM, until 503 (it drains) or it exits."""
+    status = None
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and popen.poll() is None:
+        try:
+            status = requests.get(f"{base}/health/ready", timeout=2).status_code
+        except requests.RequestException:
+            status = None
+        if status == 503:
+            break
+        time.sleep(0.05)
+    return status
 
 
 # Celery's worker log: "Task learning.open_learning[<id>] received" ... "succeeded in 0.02s"

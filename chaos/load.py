@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import requests
@@ -41,14 +42,125 @@ def fetch_token(env: dict[str, str]) -> str | None:
     return lines[-1]
 
 
+# What a client can get instead of an HTTP answer.
+CONNECTION_ERRORS = ("refused", "reset", "timeout", "connection error")
+PROBE_INTERVAL_S = 0.5  # how often the endpoints are probed, as a readiness probe would
+
+
+def answer_of(response: requests.Response | None, error: Exception | None = None) -> str:
+    """The key an answer is counted under: its status ("201"; "503 without Retry-After" apart,
+    the only 5xx a client may retry as told), or what happened instead."""
+    if response is not None:
+        if response.status_code == 503 and "Retry-After" not in response.headers:
+            return "503 without Retry-After"
+        return str(response.status_code)
+    if isinstance(error, requests.Timeout):
+        return "timeout"
+    text = repr(error)
+    if "ConnectionRefused" in text or "Connection refused" in text:
+        return "refused"
+    if "ConnectionReset" in text or "RemoteDisconnected" in text or "Connection aborted" in text:
+        return "reset"
+    return "connection error"
+
+
+def is_failed(answer: str) -> bool:
+    """A failed request: no answer at all, or a server error other than 503 with Retry-After."""
+    return answer in CONNECTION_ERRORS or (answer[:1] == "5" and answer != "503")
+
+
+def failed_requests(answers: Mapping[str, int]) -> int:
+    return sum(n for answer, n in answers.items() if is_failed(answer))
+
+
+def answers_between(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    """The answers counted from `before` to `after` (two snapshots of `Api.answers`)."""
+    return {k: n - before.get(k, 0) for k, n in sorted(after.items()) if n - before.get(k, 0)}
+
+
+class Endpoints:
+    """The API processes as a Kubernetes Service sees them: a backend takes new requests only
+    while its readiness (GET /health/ready) answers 200, probed every PROBE_INTERVAL_S, and
+    never once it is terminating (the endpoints controller drops a pod being deleted at once).
+    With no backend ready it fails open to those that answer at all, as Envoy's panic mode
+    does: an outage of the database makes every readiness 503 and the clients should see it."""
+
+    def __init__(self, base_urls: list[str], probe=None):
+        self.base_urls = list(base_urls)
+        self._probe = probe or _readiness
+        self._lock = threading.Lock()
+        self._status: dict[str, int | None] = dict.fromkeys(self.base_urls)
+        self._terminating: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.probe_all()
+        self._thread = threading.Thread(target=self._loop, name="endpoints", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(PROBE_INTERVAL_S):
+            self.probe_all()
+
+    def probe_all(self) -> None:
+        for base in self.base_urls:
+            status = self._probe(base)
+            with self._lock:
+                if base in self._status:
+                    self._status[base] = status
+
+    def add(self, base: str) -> None:
+        """A new backend; it takes requests once its readiness says 200."""
+        with self._lock:
+            self._status[base] = None
+            self.base_urls = [*self.base_urls, base]
+
+    def remove(self, base: str) -> None:
+        with self._lock:
+            self.base_urls = [b for b in self.base_urls if b != base]
+            self._status.pop(base, None)
+            self._terminating.discard(base)
+
+    def terminating(self, base: str) -> None:
+        with self._lock:
+            self._terminating.add(base)
+
+    def is_ready(self, base: str) -> bool:
+        with self._lock:
+            return base not in self._terminating and self._status.get(base) == 200
+
+    def pick(self) -> str:
+        with self._lock:
+            live = [b for b in self.base_urls if b not in self._terminating]
+            ready = [b for b in live if self._status[b] == 200]
+            answering = [b for b in live if self._status[b] is not None]
+        return random.choice(ready or answering or live or self.base_urls)
+
+    def all(self) -> list[str]:
+        with self._lock:
+            return list(self.base_urls)
+
+
+def _readiness(base: str) -> int | None:
+    try:
+        return requests.get(f"{base}/health/ready", timeout=2).status_code
+    except requests.RequestException:
+        return None
+
+
 class Api:
-    """The HTTP API of several processes: each call goes to one of them at random."""
+    """The HTTP API of several processes behind `Endpoints`, as a Service spreads it."""
 
     def __init__(self, base_urls: list[str], env: dict[str, str]):
-        self.base_urls = base_urls
+        self.endpoints = Endpoints(base_urls)
         self.env = env
         self._local = threading.local()
         self._token_lock = threading.Lock()
+        self._answers_lock = threading.Lock()
         self.token = fetch_token(env)
         self.answers: Counter = Counter()
 
@@ -56,6 +168,14 @@ class Api:
         if not hasattr(self._local, "session"):
             self._local.session = requests.Session()
         return self._local.session
+
+    def _count(self, answer: str) -> None:
+        with self._answers_lock:
+            self.answers[answer] += 1
+
+    def answers_now(self) -> dict[str, int]:
+        with self._answers_lock:
+            return dict(self.answers)
 
     def call(
         self, method: str, path: str, body: dict | None = None, headers: dict | None = None
@@ -65,16 +185,16 @@ class Api:
         for _ in range(2):
             if self.token:
                 headers["Authorization"] = f"Bearer {self.token}"
-            base = random.choice(self.base_urls)
+            base = self.endpoints.pick()
             try:
                 response = self._session().request(
                     method, f"{base}{path}", json=body, headers=headers, timeout=TIMEOUT
                 )
-            except requests.RequestException:
+            except requests.RequestException as error:
                 self._local.session = requests.Session()  # drop a half-dead connection pool
-                self.answers["no answer"] += 1
+                self._count(answer_of(None, error))
                 return None
-            self.answers[response.status_code] += 1
+            self._count(answer_of(response))
             if response.status_code != 401 or not self.token:
                 return response
             with self._token_lock:  # an expired token: take a fresh one, once
@@ -90,15 +210,7 @@ class Api:
 
     def ready(self) -> bool:
         """Every API process answers /health/ready with 200."""
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        for base in self.base_urls:
-            try:
-                response = requests.get(f"{base}/health/ready", headers=headers, timeout=3)
-                if response.status_code != 200:
-                    return False
-            except requests.RequestException:
-                return False
-        return True
+        return all(_readiness(base) == 200 for base in self.endpoints.all())
 
 
 class Load:
@@ -109,6 +221,8 @@ class Load:
         self.history = history
         self.rate = rate
         self.threads = threads
+        self.placed = 0  # orders accepted (201), probes included
+        self._stories = True
         self.courses: list[str] = []
         self._rng = random.Random(seed)
         self._phones: set[str] = set()
@@ -158,7 +272,16 @@ class Load:
 
     # Running
 
-    def start(self) -> None:
+    def start(
+        self, rate: float | None = None, threads: int | None = None, stories: bool = True
+    ) -> None:
+        """Start (or, after `stop`, start again, at another rate if given). Without `stories`
+        the students only place orders, nothing more."""
+        self.rate, self.threads = rate or self.rate, threads or self.threads
+        self._stories = stories
+        self._stop.clear()
+        self._workers = []
+        self._next_slot = time.monotonic()
         for i in range(self.threads):
             thread = threading.Thread(
                 target=self._run,
@@ -198,6 +321,8 @@ class Load:
         )
         if not self.place(order):
             return "not placed"
+        if not self._stories:
+            return "ordered"
         fate = rng.random()
         if fate < 0.25:
             return "ordered"
@@ -240,6 +365,8 @@ class Load:
             order.answers.append(status)
             if status == 201:
                 order.order_no = response.json()["order_no"]
+                with self._lock:
+                    self.placed += 1
                 return True
             if status is not None and 400 <= status < 500 and status != 429:
                 return False  # refused for good
