@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
-
-from sqlalchemy import Row, Table, bindparam, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session, joinedload, lazyload
 
 from app.evaluation.model import Evaluation
@@ -12,8 +10,7 @@ from app.shared.db.bulk import among, column_values, insert_missing
 from app.shared.db.paging import paged, where_given
 from app.shared.states import EvaluationStatus
 
-# Mapped on a table (SQLAlchemy types __table__ as any FROM clause).
-_EVALUATIONS = cast(Table, Evaluation.__table__)
+_EVALUATIONS = Evaluation.__table__
 _evaluations = _EVALUATIONS.c
 _STATE_OF = select(
     _evaluations.id,

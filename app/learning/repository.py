@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import builtins
-from typing import cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.learning.model import Learning, Manager, ManagerLoadRow
@@ -41,9 +40,8 @@ class ManagerRepository:
             self.session.execute(_COUNT_STARTED, rows)
 
 
-# Mapped on a table each (SQLAlchemy types __table__ as any FROM clause).
-_MANAGERS = cast(Table, Manager.__table__)
-_LEARNINGS = cast(Table, Learning.__table__)
+_MANAGERS = Manager.__table__
+_LEARNINGS = Learning.__table__
 _managers = _MANAGERS.c
 _BY_LOAD = (
     select(_managers.id, _managers.name, _managers.started_count)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 
 from app.mypage.model import MyPageRow
 from app.shared.db.bulk import among, insert_missing, update_rows
@@ -15,7 +15,7 @@ from app.shared.states import EvaluationStatus, LearningStatus, OrderStatus
 from app.shared.uow import UnitOfWork
 
 E = EventType
-_TABLE = cast(Table, MyPageRow.__table__)  # mapped on a table; typed as any FROM clause
+_TABLE = MyPageRow.__table__
 
 # For each event, the parts of the row it sets. A part is applied only if the event's sequence
 # is newer than the one that last set that part, so any arrival order converges.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Row, Table, select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from app.notification.model import SmsMessage
@@ -12,7 +12,7 @@ from app.shared.db.bulk import among_keys, insert_missing, update_rows
 from app.shared.db.paging import paged, where_given
 from app.shared.states import SmsStatus
 
-_SMS = cast(Table, SmsMessage.__table__)  # mapped on a table; typed as any FROM clause
+_SMS = SmsMessage.__table__
 
 
 # What a send needs of a PENDING message: id, event_id, event_type, phone, message, attempts,

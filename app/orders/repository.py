@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import cast
-
-from sqlalchemy import Table, bindparam, func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.orders.model import Course, CourseToOrder, Order
 from app.shared.db.paging import paged, where_given
 from app.shared.states import OrderStatus
 
-_courses = cast(Table, Course.__table__)  # mapped on a table; typed as any FROM clause
+_courses = Course.__table__
 _COURSE_TO_ORDER = select(_courses.c.course_no, _courses.c.title, _courses.c.active).where(
     _courses.c.course_no == bindparam("course_no")
 )
