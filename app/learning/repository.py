@@ -66,7 +66,7 @@ class LearningRepository:
         """Store new learnings in one statement and give each its id. They stay out of the
         session: the ORM's flush would send a new, long INSERT for every batch size."""
         rows = [column_values(learning) for learning in learnings]
-        ids = dict(insert_rows(self.session, _LEARNINGS, rows, ("order_no", "id")))
+        ids: dict[str, int] = dict(insert_rows(self.session, _LEARNINGS, rows, ("order_no", "id")))
         for learning in learnings:
             learning.id = ids[learning.order_no]
 

@@ -9,12 +9,17 @@ plain statement.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import (
+    Column,
+    ColumnClause,
     ColumnElement,
+    CursorResult,
+    Result,
     Row,
     Table,
     TextClause,
@@ -31,9 +36,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from app.shared.db.engine import BATCH_KEYS
+
+T = TypeVar("T")
+# A column of a table (`table.c.name`) or of a model (`Model.name`).
+AnyColumn = Column[Any] | QueryableAttribute[Any]
+# One row to write: its values by column key.
+RowValues = Mapping[str, Any]
+# Rows read back, of whatever columns the statement returns.
+AnyRows = Sequence[Row[*tuple[Any, ...]]]
 
 
 class Statements(Protocol):
@@ -42,28 +55,34 @@ class Statements(Protocol):
     # Whether one statement may write rows of several tables (PostgreSQL's data-modifying WITH).
     one_statement_writes: bool
 
-    def among(self, column, values: list) -> ColumnElement[bool]:
+    def among(
+        self, column: Column[T] | QueryableAttribute[T], values: Sequence[T]
+    ) -> ColumnElement[bool]:
         """`column IN (values)`."""
 
-    def among_keys(self, columns: tuple, keys: list[tuple]) -> ColumnElement[bool]:
+    def among_keys(
+        self, columns: Sequence[AnyColumn], keys: Sequence[tuple[Any, ...]]
+    ) -> ColumnElement[bool]:
         """`(a, b) IN (keys)`."""
 
-    def insert_missing(self, session: Session, table: Table, rows: list[dict]) -> None:
+    def insert_missing(self, session: Session, table: Table, rows: Sequence[RowValues]) -> None:
         """Insert the rows, skipping those a unique constraint finds there already."""
 
     def insert_rows(
-        self, session: Session, table: Table, rows: list[dict], returning: tuple[str, ...]
-    ) -> Sequence[Row]:
+        self, session: Session, table: Table, rows: Sequence[RowValues], returning: tuple[str, ...]
+    ) -> AnyRows:
         """Insert the rows; return their `returning` columns."""
 
-    def update_rows(self, session: Session, table: Table, key: str, rows: list[dict]) -> None:
+    def update_rows(
+        self, session: Session, table: Table, key: str, rows: Sequence[RowValues]
+    ) -> None:
         """Write the rows over the stored ones with the same `key`."""
 
     def upsert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         """An INSERT into `table` that takes ON CONFLICT clauses."""
 
     def insert_processed(
-        self, session: Session, table: Table, consumer: str, event_ids: list[str], now
+        self, session: Session, table: Table, consumer: str, event_ids: list[str], now: datetime
     ) -> set[str]:
         """Record in a processed-messages table that `consumer` handled these events; return
         the ids that were not recorded before."""
@@ -89,10 +108,14 @@ class Statements(Protocol):
 class PostgreSQL:
     one_statement_writes = True
 
-    def among(self, column, values: list) -> ColumnElement[bool]:
+    def among(
+        self, column: Column[T] | QueryableAttribute[T], values: Sequence[T]
+    ) -> ColumnElement[bool]:
         return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
 
-    def among_keys(self, columns: tuple, keys: list[tuple]) -> ColumnElement[bool]:
+    def among_keys(
+        self, columns: Sequence[AnyColumn], keys: Sequence[tuple[Any, ...]]
+    ) -> ColumnElement[bool]:
         # Joined to the unnested keys, each key is one probe of the unique index.
         arrays = [
             bindparam(None, [key[i] for key in keys], type_=ARRAY(column.type))
@@ -101,25 +124,27 @@ class PostgreSQL:
         unnested = func.unnest(*arrays).table_valued(*(c.key for c in columns))
         return tuple_(*columns).in_(select(*unnested.render_derived(name=BATCH_KEYS).c))
 
-    def insert_missing(self, session: Session, table: Table, rows: list[dict]) -> None:
+    def insert_missing(self, session: Session, table: Table, rows: Sequence[RowValues]) -> None:
         session.execute(
             _unnest_insert(table, tuple(rows[0]), "ON CONFLICT DO NOTHING"), _arrays(rows)
         )
 
     def insert_rows(
-        self, session: Session, table: Table, rows: list[dict], returning: tuple[str, ...]
-    ) -> Sequence[Row]:
+        self, session: Session, table: Table, rows: Sequence[RowValues], returning: tuple[str, ...]
+    ) -> AnyRows:
         statement = _unnest_insert(table, tuple(rows[0]), f"RETURNING {', '.join(returning)}")
         return session.execute(statement, _arrays(rows)).all()
 
-    def update_rows(self, session: Session, table: Table, key: str, rows: list[dict]) -> None:
+    def update_rows(
+        self, session: Session, table: Table, key: str, rows: Sequence[RowValues]
+    ) -> None:
         session.execute(_unnest_update(table, key, tuple(rows[0])), _arrays(rows))
 
     def upsert(self, table: Table) -> postgresql.Insert:
         return postgresql.insert(table)
 
     def insert_processed(
-        self, session: Session, table: Table, consumer: str, event_ids: list[str], now
+        self, session: Session, table: Table, consumer: str, event_ids: list[str], now: datetime
     ) -> set[str]:
         inserted = session.execute(
             text(
@@ -151,7 +176,7 @@ class PostgreSQL:
         # By physical address: the same for every table whatever its key, and fetched as an
         # array the DELETE is a TID scan. SKIP LOCKED: two sweepers (or a rebuild holding
         # records) never wait for each other; each takes other rows.
-        ctid = literal_column("ctid")
+        ctid: ColumnClause[Any] = literal_column("ctid")
         oldest = (
             select(ctid)
             .select_from(table)
@@ -163,28 +188,34 @@ class PostgreSQL:
         result = session.execute(
             delete(table).where(ctid == any_(func.array(oldest.scalar_subquery())))
         )
-        return result.rowcount
+        return _rowcount(result)
 
 
 class SQLite:
     one_statement_writes = False
 
-    def among(self, column, values: list) -> ColumnElement[bool]:
+    def among(
+        self, column: Column[T] | QueryableAttribute[T], values: Sequence[T]
+    ) -> ColumnElement[bool]:
         return column.in_(list(values))
 
-    def among_keys(self, columns: tuple, keys: list[tuple]) -> ColumnElement[bool]:
+    def among_keys(
+        self, columns: Sequence[AnyColumn], keys: Sequence[tuple[Any, ...]]
+    ) -> ColumnElement[bool]:
         return tuple_(*columns).in_(keys)
 
-    def insert_missing(self, session: Session, table: Table, rows: list[dict]) -> None:
+    def insert_missing(self, session: Session, table: Table, rows: Sequence[RowValues]) -> None:
         session.execute(sqlite.insert(table).values(rows).on_conflict_do_nothing())
 
     def insert_rows(
-        self, session: Session, table: Table, rows: list[dict], returning: tuple[str, ...]
-    ) -> Sequence[Row]:
+        self, session: Session, table: Table, rows: Sequence[RowValues], returning: tuple[str, ...]
+    ) -> AnyRows:
         statement = insert(table).values(rows).returning(*(table.c[n] for n in returning))
         return session.execute(statement).all()
 
-    def update_rows(self, session: Session, table: Table, key: str, rows: list[dict]) -> None:
+    def update_rows(
+        self, session: Session, table: Table, key: str, rows: Sequence[RowValues]
+    ) -> None:
         where = table.c[key] == bindparam(f"_{key}")
         values = {n: bindparam(n, type_=table.c[n].type) for n in rows[0] if n != key}
         session.execute(
@@ -195,7 +226,7 @@ class SQLite:
         return sqlite.insert(table)
 
     def insert_processed(
-        self, session: Session, table: Table, consumer: str, event_ids: list[str], now
+        self, session: Session, table: Table, consumer: str, event_ids: list[str], now: datetime
     ) -> set[str]:
         rows = [{"consumer": consumer, "event_id": i, "processed_at": now} for i in event_ids]
         inserted = session.execute(
@@ -219,10 +250,10 @@ class SQLite:
     ) -> int:
         # One writer at a time holds the whole file: nothing to skip, and the batch keeps that
         # hold short.
-        rowid = literal_column("rowid")
+        rowid: ColumnClause[Any] = literal_column("rowid")
         oldest = select(rowid).select_from(table).where(*where).order_by(oldest_first).limit(limit)
         result = session.execute(delete(table).where(rowid.in_(oldest.scalar_subquery())))
-        return result.rowcount
+        return _rowcount(result)
 
 
 _BY_DIALECT: dict[str, Statements] = {"postgresql": PostgreSQL(), "sqlite": SQLite()}
@@ -233,7 +264,12 @@ def statements(session: Session) -> Statements:
     return _BY_DIALECT[session.get_bind().dialect.name]
 
 
-def _arrays(rows: list[dict]) -> dict[str, list]:
+def _rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows a DELETE matched: its result is a CursorResult, typed as any Result."""
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _arrays(rows: Sequence[RowValues]) -> dict[str, list[Any]]:
     return {name: [row[name] for row in rows] for name in rows[0]}
 
 
@@ -257,6 +293,6 @@ def _unnest_update(table: Table, key: str, names: tuple[str, ...]) -> TextClause
 def _unnest(table: Table, names: tuple[str, ...]) -> str:
     """`unnest(...)` of one typed array parameter per column: the same SQL text for any
     number of rows."""
-    dialect = postgresql.dialect()
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it unannotated
     arrays = ", ".join(f"CAST(:{n} AS {table.c[n].type.compile(dialect)}[])" for n in names)
     return f"unnest({arrays})"

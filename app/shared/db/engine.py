@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine, ExecutionContext, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    import psycopg
 
 # Marks the engine whose connections commit each statement on their own (PostgreSQL only).
 AUTOCOMMIT_POOL = "onlinestudy_autocommit_pool"
@@ -39,7 +47,9 @@ def _send_lists_in_binary(engine: Engine) -> None:
     from psycopg.types.array import ListBinaryDumper
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):
+    def _on_connect(
+        dbapi_connection: psycopg.Connection[Any], _record: ConnectionPoolEntry
+    ) -> None:
         dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 
@@ -60,7 +70,9 @@ def _plan_batch_reads_each_execution(engine: Engine) -> None:
     # The same holds for a batch update joined to its keys (`update_rows`): prepared while
     # My page was new, its UPDATE scanned the whole table for every batch ever after.
     @event.listens_for(engine, "do_execute")
-    def _do_execute(cursor, statement, parameters, context):
+    def _do_execute(
+        cursor: psycopg.Cursor[Any], statement: str, parameters: Any, context: ExecutionContext
+    ) -> bool | None:
         if BATCH_LOOKUP in statement or BATCH_KEYS in statement:
             cursor.execute(statement, parameters, prepare=False)
             return True
@@ -72,7 +84,7 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
     # BEGIN IMMEDIATE takes the write lock up front, so a transaction waits (busy timeout)
     # instead of failing when it would have to upgrade a read lock.
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -82,7 +94,7 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection):
+    def _on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -142,4 +154,5 @@ class Database:
 
 def autocommits(session: Session) -> bool:
     """Whether each statement of the session commits on its own."""
-    return session.get_bind().get_execution_options().get(AUTOCOMMIT_POOL, False)
+    autocommit: bool = session.get_bind().get_execution_options().get(AUTOCOMMIT_POOL, False)
+    return autocommit
