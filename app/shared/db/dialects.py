@@ -45,8 +45,9 @@ T = TypeVar("T")
 AnyColumn = Column[Any] | QueryableAttribute[Any]
 # One row to write: its values by column key.
 RowValues = Mapping[str, Any]
-# Rows read back, of whatever columns the statement returns.
-AnyRows = Sequence[Row[*tuple[Any, ...]]]
+# A row read back, of whatever columns the statement returns.
+AnyRow = Row[*tuple[Any, ...]]
+AnyRows = Sequence[AnyRow]
 
 
 class Statements(Protocol):
@@ -188,7 +189,7 @@ class PostgreSQL:
         result = session.execute(
             delete(table).where(ctid == any_(func.array(oldest.scalar_subquery())))
         )
-        return _rowcount(result)
+        return rowcount(result)
 
 
 class SQLite:
@@ -253,20 +254,21 @@ class SQLite:
         rowid: ColumnClause[Any] = literal_column("rowid")
         oldest = select(rowid).select_from(table).where(*where).order_by(oldest_first).limit(limit)
         result = session.execute(delete(table).where(rowid.in_(oldest.scalar_subquery())))
-        return _rowcount(result)
+        return rowcount(result)
 
 
 _BY_DIALECT: dict[str, Statements] = {"postgresql": PostgreSQL(), "sqlite": SQLite()}
 
 
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows an UPDATE or DELETE matched. Its result is a CursorResult, which SQLAlchemy's
+    Session.execute types as any Result."""
+    return cast(CursorResult[Any], result).rowcount
+
+
 def statements(session: Session) -> Statements:
     """The statements of the session's database."""
     return _BY_DIALECT[session.get_bind().dialect.name]
-
-
-def _rowcount(result: Result[*tuple[Any, ...]]) -> int:
-    """The rows a DELETE matched: its result is a CursorResult, typed as any Result."""
-    return cast(CursorResult[Any], result).rowcount
 
 
 def _arrays(rows: Sequence[RowValues]) -> dict[str, list[Any]]:

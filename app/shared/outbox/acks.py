@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.shared.db.base import utcnow
 from app.shared.db.bulk import among
-from app.shared.db.dialects import statements
+from app.shared.db.dialects import rowcount, statements
 from app.shared.outbox.backoff import backoff_s
 from app.shared.outbox.notices import NOTIFY_CHANNEL, TASK_DONE
 from app.shared.outbox.tables import Delivery, DeliveryStatus
@@ -51,7 +51,7 @@ def park(session: Session, consumer: str, event_ids: Sequence[str], reason: str)
         )
         .values(status=DeliveryStatus.DEAD, last_error=reason)
     )
-    return result.rowcount
+    return rowcount(result)
 
 
 def record_failure(

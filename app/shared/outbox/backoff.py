@@ -9,7 +9,7 @@ MAX_DOUBLINGS = 4
 
 def backoff_s(base_s: float, attempt: int) -> float:
     """Seconds before the next attempt after `attempt` earlier ones (0 for the first)."""
-    return float(base_s) * 2 ** min(attempt, MAX_DOUBLINGS)
+    return float(base_s) * 2.0 ** min(attempt, MAX_DOUBLINGS)
 
 
 def backoff_schedule_s(base_s: float) -> list[float]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import JSON, Row, select, text, update
+from sqlalchemy import JSON, select, text, update
 from sqlalchemy.orm import Session
 
 from app.shared.db.base import UTCDateTime, utcnow
 from app.shared.db.bulk import among
+from app.shared.db.dialects import AnyRow
 from app.shared.events import envelope
 from app.shared.outbox.backoff import backoff_s, backoff_schedule_s
 from app.shared.outbox.tables import Delivery, OutboxEvent, pending
@@ -20,7 +22,7 @@ from app.shared.outbox.tables import Delivery, OutboxEvent, pending
 class DueDelivery:
     delivery_id: int
     consumer: str
-    envelope: dict
+    envelope: dict[str, Any]
 
 
 def claim_due(
@@ -97,7 +99,7 @@ def _claim_quotas(
     return [_due_delivery(row) for row in rows]
 
 
-def _due_delivery(row: Row) -> DueDelivery:
+def _due_delivery(row: AnyRow) -> DueDelivery:
     """A claimed row (delivery and event columns) as what the relay publishes."""
     body = envelope(
         row.event_id,

@@ -6,6 +6,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.shared.db.base import utcnow
+from app.shared.db.dialects import rowcount
 from app.shared.outbox.tables import Delivery, DeliveryStatus, OutboxEvent
 
 
@@ -31,4 +32,4 @@ def replay_dead(session: Session, event_id: str | None = None, consumer: str | N
             status=DeliveryStatus.PENDING, failures=0, published=0, next_attempt_at=utcnow()
         )
     )
-    return result.rowcount
+    return rowcount(result)

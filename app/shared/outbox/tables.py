@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.shared.db.base import MainBase, UTCDateTime
+from app.shared.db.dialects import AnyColumn
 from app.shared.events import Event, EventType
 
 
@@ -29,13 +30,13 @@ class DeliveryStatus:
     DEAD = "DEAD"
 
 
-def has_status(status_column, status: str) -> ColumnElement[bool]:
+def has_status(status_column: AnyColumn, status: str) -> ColumnElement[bool]:
     """`status = '<status>'` with the value in the SQL text: a bound parameter would keep the
     planner from using the partial indexes in a prepared (generic) plan."""
     return status_column == literal_column(f"'{status}'")
 
 
-def pending(status_column) -> ColumnElement[bool]:
+def pending(status_column: AnyColumn) -> ColumnElement[bool]:
     return has_status(status_column, DeliveryStatus.PENDING)
 
 
@@ -52,7 +53,7 @@ class OutboxEvent(MainBase):
     order_no: Mapped[str | None] = mapped_column(String(32))
     sequence: Mapped[int] = mapped_column(Integer)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    payload: Mapped[dict] = mapped_column(JSON)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     correlation_id: Mapped[str | None] = mapped_column(String(64))
 
     def to_event(self) -> Event:

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Table, TextClause, bindparam, insert, text, update
 from sqlalchemy.orm import Session
@@ -42,7 +43,7 @@ class RowWrite:
     updated where that column equals values[key]."""
 
     table: Table
-    values: dict  # column key -> value
+    values: dict[str, Any]  # column key -> value
     key: str | None = None
 
 
@@ -70,12 +71,13 @@ class OutboxWriter:
         if self.writes_in_one_statement(session, events):
             self._write_in_one_statement(session, events, row)
             return
-        if row is not None and row.key is None:
-            session.execute(insert(row.table), row.values)
-        elif row is not None:
-            key = row.table.c[row.key]
-            changes = {name: value for name, value in row.values.items() if name != row.key}
-            session.execute(update(row.table).where(key == row.values[row.key]).values(changes))
+        if row is not None:
+            if row.key is None:
+                session.execute(insert(row.table), row.values)
+            else:
+                key = row.table.c[row.key]
+                changes = {name: value for name, value in row.values.items() if name != row.key}
+                session.execute(update(row.table).where(key == row.values[row.key]).values(changes))
         if events:
             self._write(session, events)
 
@@ -96,7 +98,8 @@ class OutboxWriter:
 
     def _write(self, session: Session, events: list[Event]) -> None:
         now = utcnow()
-        event_rows, delivery_rows = [], []
+        event_rows: list[dict[str, Any]] = []
+        delivery_rows: list[dict[str, Any]] = []
         for event in events:
             if event.order_no:
                 event.sequence = next_sequence(session, event.order_no)
@@ -164,7 +167,7 @@ class OutboxWriter:
                 "payload": new_work(d[1] for d in deliveries if d[2] <= now),
             },
         )
-        by_id = dict(sequences.all())
+        by_id: dict[str, int] = dict(sequences.all())
         for event in events:
             event.sequence = by_id[event.event_id]
 
