@@ -50,6 +50,9 @@ class Container:
     def main_session(self, autocommit: bool = False) -> Session:
         return self.db.session("main", autocommit)
 
+    def notification_session(self, autocommit: bool = False) -> Session:
+        return self.db.session("notification", autocommit)
+
     def read_session(self) -> Session:
         """A session for reads only: on PostgreSQL each statement on its own, no BEGIN."""
         return self.db.session("main", autocommit=True)
@@ -69,7 +72,7 @@ class Container:
     def notification_uow(self) -> NotificationUnitOfWork:
         # Notification raises no events, so its database has no outbox.
         return NotificationUnitOfWork(
-            lambda: self.db.session("notification"), self.sms_sender, self.settings.max_attempts
+            self.notification_session, self.sms_sender, self.settings.max_attempts
         )
 
     @cached_property

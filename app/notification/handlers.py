@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import structlog
-from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from app.notification.model import idempotency_key
@@ -15,7 +12,7 @@ from app.notification.templates import render
 from app.shared.db.base import utcnow
 from app.shared.events import Event
 from app.shared.states import SmsStatus
-from app.shared.uow import UnitOfWork
+from app.shared.uow import SessionFactory, UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -25,9 +22,7 @@ class NotificationUnitOfWork(UnitOfWork):
 
     messages: SmsRepository
 
-    def __init__(
-        self, session_factory: Callable[..., Session], sender: SmsSender, max_attempts: int
-    ):
+    def __init__(self, session_factory: SessionFactory, sender: SmsSender, max_attempts: int):
         super().__init__(session_factory, None)  # notification raises no events: no outbox
         self.sender = sender
         self.max_attempts = max_attempts

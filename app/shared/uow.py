@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
+from typing import Protocol, Self
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from app.shared.db.bulk import column_values
+from app.shared.db.bulk import HasTable, column_values
 from app.shared.db.engine import autocommits
 from app.shared.events import RAISED, Aggregate, Event
 from app.shared.outbox.writer import OutboxWriter, RowWrite
@@ -22,7 +23,7 @@ _UNIT_OF_WORK = "onlinestudy.unit_of_work"
 
 
 @sa_event.listens_for(Session, "before_flush")
-def _take_events_at_flush(session: Session, *_args) -> None:
+def _take_events_at_flush(session: Session, *_args: object) -> None:
     # One listener for every session, rather than one added and removed by each unit of work:
     # adding and removing a listener is slow work for SQLAlchemy, on the path of every order.
     uow = session.info.get(_UNIT_OF_WORK)
@@ -30,22 +31,34 @@ def _take_events_at_flush(session: Session, *_args) -> None:
         uow._take_events(session)
 
 
+class SessionFactory(Protocol):
+    def __call__(self, autocommit: bool = False) -> Session:
+        """A new session; with `autocommit`, one whose every statement commits on its own where
+        the database allows it (PostgreSQL), for statement_by_statement."""
+
+
+class MappedAggregate(HasTable, Protocol):
+    """An aggregate mapped on a table: commit_new and commit_changed write it by Core."""
+
+    def take_events(self) -> list[Event]: ...
+
+
 class UnitOfWork:
-    def __init__(self, session_factory: Callable[[], Session], outbox: OutboxWriter | None):
+    def __init__(self, session_factory: SessionFactory, outbox: OutboxWriter | None):
         self._session_factory = session_factory
         self._outbox = outbox
         self._events: list[Event] = []
         self._statement_by_statement = False
         self.session: Session
 
-    def statement_by_statement(self) -> UnitOfWork:
+    def statement_by_statement(self) -> Self:
         """Enter with each statement committing on its own where the database allows it
         (PostgreSQL), which saves the BEGIN and COMMIT round trips. For a unit of work that
         reads and then writes once with commit_new, whose write is then one atomic statement."""
         self._statement_by_statement = True
         return self
 
-    def __enter__(self) -> UnitOfWork:
+    def __enter__(self) -> Self:
         if self._statement_by_statement:
             self.session = self._session_factory(autocommit=True)
         else:
@@ -57,7 +70,7 @@ class UnitOfWork:
         self.session.info[_UNIT_OF_WORK] = self
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         # close() rolls back what was not committed and detaches the objects without expiring
         # them, so callers can still read what they loaded.
         self.session.info.pop(_UNIT_OF_WORK, None)
@@ -84,7 +97,7 @@ class UnitOfWork:
         self.session.commit()
         return events
 
-    def commit_new(self, aggregate: Aggregate) -> list[Event]:
+    def commit_new(self, aggregate: MappedAggregate) -> list[Event]:
         """Insert a new aggregate and commit it with its events, by Core instead of the ORM's
         flush: the hottest write (an order). On PostgreSQL the row, its events and their
         deliveries are one statement. The object stays outside the session: nothing is read
@@ -94,7 +107,7 @@ class UnitOfWork:
         self.session.commit()
         return events
 
-    def commit_changed(self, aggregate: Aggregate) -> list[Event]:
+    def commit_changed(self, aggregate: MappedAggregate) -> list[Event]:
         """Commit the changed columns of one loaded aggregate with its events. When nothing
         else in the session changed, that is one statement on PostgreSQL, the UPDATE inside
         the outbox's (the score chain's steps); else an ordinary commit. The aggregate leaves
@@ -144,7 +157,7 @@ class UnitOfWork:
             event.correlation_id = event.correlation_id or cid
         self._stamped = len(self._events)
 
-    def _take_events(self, session: Session, *_args) -> None:
+    def _take_events(self, session: Session, *_args: object) -> None:
         for obj in [*session.new, *session.dirty, *session.info.pop(RAISED, [])]:
             if isinstance(obj, Aggregate):
                 self._events.extend(obj.take_events())

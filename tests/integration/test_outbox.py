@@ -11,6 +11,7 @@ from app.learning.handlers import RegisterManager, register_manager
 from app.orders import handlers
 from app.orders.model import Course, Order
 from app.policies import BY_CONSUMER
+from app.shared.db.engine import autocommits
 from app.shared.errors import Conflict
 from app.shared.events import EventType
 from app.shared.outbox.tables import Delivery, OutboxEvent
@@ -125,6 +126,16 @@ def test_a_write_of_several_statements_is_refused_without_a_transaction(committi
         assert (
             session.execute(select(Order).where(Order.order_no == order.order_no)).first() is None
         )
+
+
+def test_a_notification_unit_of_work_runs_statement_by_statement(committing_container):
+    """Its session factory takes `autocommit` as the main one does: on PostgreSQL its reads
+    commit each on its own, on the notification database."""
+    uow = committing_container.notification_uow()
+    with uow.statement_by_statement():
+        assert autocommits(uow.session)
+        messages, total = uow.messages.list(random_phone(), None, 0, 10)
+    assert (messages, total) == ([], 0)
 
 
 def a_placed_order(container) -> Order:
