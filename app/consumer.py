@@ -137,9 +137,7 @@ def _apply(
     container: Container, policy: Policy[U], events: list[Event], announce_end: bool = False
 ) -> None:
     ids = [event.event_id for event in events]
-    # Entered by name: UnitOfWork.__enter__ returns self, but is typed as the base class.
-    uow = policy.unit_of_work(container)
-    with uow:
+    with policy.unit_of_work(container) as uow:
         fresh = claim_all(uow.session, policy.bind, policy.consumer, ids)
         todo = [event for event in events if event.event_id in fresh]
         if todo:
