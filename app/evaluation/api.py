@@ -13,7 +13,7 @@ from app.evaluation import handlers
 from app.evaluation.model import Evaluation, EvaluationRecord
 from app.evaluation.repository import EvaluationState
 from app.security import ensure_visible, manager_scope, require_role
-from app.shared.api import Blueprint
+from app.shared.api import Blueprint, page
 from app.shared.states import EvaluationStatus
 
 
@@ -82,15 +82,16 @@ def blueprints(
             """Evaluations by order and status; a manager sees only their own."""
             require_role("manager")
             with evaluation_uow() as uow:
-                items, total = uow.evaluations.list(
-                    query.get("order_no"),
-                    query.get("status"),
-                    pagination_parameters.first_item,
-                    pagination_parameters.page_size,
-                    manager_id=manager_scope(),
+                return page(
+                    pagination_parameters,
+                    lambda offset, limit: uow.evaluations.list(
+                        query.get("order_no"),
+                        query.get("status"),
+                        offset,
+                        limit,
+                        manager_id=manager_scope(),
+                    ),
                 )
-            pagination_parameters.item_count = total
-            return items
 
     @evaluations_blp.route("/<int(max=2147483647):evaluation_id>")
     class EvaluationById(MethodView):

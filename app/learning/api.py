@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 from app.learning import handlers
 from app.learning.model import Learning, Manager
 from app.security import ensure_visible, manager_scope, require_role
-from app.shared.api import Blueprint, KoreanMobile
+from app.shared.api import Blueprint, KoreanMobile, page
 from app.shared.states import LearningStatus
 
 
@@ -89,15 +89,12 @@ def blueprints(learning_uow: Callable[[], handlers.LearningUnitOfWork]) -> list[
             require_role("manager")
             manager_id = manager_scope() or query.get("manager_id")
             with learning_uow() as uow:
-                items, total = uow.learnings.list(
-                    query.get("order_no"),
-                    manager_id,
-                    query.get("status"),
-                    pagination_parameters.first_item,
-                    pagination_parameters.page_size,
+                return page(
+                    pagination_parameters,
+                    lambda offset, limit: uow.learnings.list(
+                        query.get("order_no"), manager_id, query.get("status"), offset, limit
+                    ),
                 )
-            pagination_parameters.item_count = total
-            return items
 
     def visible_learning(learning_id: int) -> Learning:
         """Admins see every learning; a manager theirs and the WAITING ones (to take)."""

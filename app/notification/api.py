@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 from app.notification import handlers
 from app.notification.model import SmsMessage
 from app.security import require_role, student_phone
-from app.shared.api import Blueprint, KoreanMobile
+from app.shared.api import Blueprint, KoreanMobile, page
 
 
 class SmsSchema(Schema):
@@ -51,13 +51,11 @@ def blueprints(
             require_role("student")
             phone = student_phone() or query.get("phone")
             with notification_uow() as uow:
-                items, total = uow.messages.list(
-                    phone,
-                    query.get("order_no"),
-                    pagination_parameters.first_item,
-                    pagination_parameters.page_size,
+                return page(
+                    pagination_parameters,
+                    lambda offset, limit: uow.messages.list(
+                        phone, query.get("order_no"), offset, limit
+                    ),
                 )
-            pagination_parameters.item_count = total
-            return items
 
     return [sms_blp]

@@ -15,7 +15,7 @@ from app.learning import public as learning
 from app.orders import handlers
 from app.orders.model import Course, Order
 from app.security import Limits, current, ensure_visible, require_role, student_phone
-from app.shared.api import Blueprint, KoreanMobile
+from app.shared.api import Blueprint, KoreanMobile, page
 from app.shared.errors import Unavailable
 from app.shared.states import OrderStatus
 
@@ -105,14 +105,12 @@ def blueprints(
         ) -> list[Course]:
             """Search the active courses by title/description (`q`) and category."""
             with orders_uow() as uow:
-                items, total = uow.courses.search(
-                    query.get("q"),
-                    query.get("category"),
-                    pagination_parameters.first_item,
-                    pagination_parameters.page_size,
+                return page(
+                    pagination_parameters,
+                    lambda offset, limit: uow.courses.search(
+                        query.get("q"), query.get("category"), offset, limit
+                    ),
                 )
-            pagination_parameters.item_count = total
-            return items
 
         @courses_blp.arguments(CourseSchema)
         @courses_blp.response(201, CourseSchema)
@@ -179,14 +177,12 @@ def blueprints(
             require_role("student")
             phone = student_phone() or query.get("phone")
             with orders_uow() as uow:
-                items, total = uow.orders.list(
-                    phone,
-                    query.get("status"),
-                    pagination_parameters.first_item,
-                    pagination_parameters.page_size,
+                return page(
+                    pagination_parameters,
+                    lambda offset, limit: uow.orders.list(
+                        phone, query.get("status"), offset, limit
+                    ),
                 )
-            pagination_parameters.item_count = total
-            return items
 
     @orders_blp.route("/<order_no>")
     class OrderByNo(MethodView):

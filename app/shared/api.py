@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from functools import wraps
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import flask_smorest
 from flask import Flask, Response, jsonify
@@ -17,6 +17,8 @@ from werkzeug.exceptions import HTTPException
 
 from app.shared.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
 from app.shared.phone import normalize_mobile
+
+T = TypeVar("T")
 
 _STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
@@ -67,6 +69,15 @@ class Blueprint(flask_smorest.Blueprint):
             return paginated(bounded)
 
         return decorator
+
+
+def page(
+    pagination: PaginationParameters, fetch: Callable[[int, int], tuple[list[T], int]]
+) -> list[T]:
+    """The page a paginated view asked for: `fetch(offset, limit)` returns its items and the
+    total, which flask-smorest sends in the X-Pagination header."""
+    items, pagination.item_count = fetch(pagination.first_item, pagination.page_size)
+    return items
 
 
 class OnlineStudyApi(Api):
