@@ -121,6 +121,7 @@ class Run:
             self.say("stopping every process")
             if self.load:
                 self.load.stop(timeout_s=30)
+                self.load.api.endpoints.stop()
             if self.system:
                 self.system.stop_all()
             with contextlib.suppress(Exception):
@@ -200,6 +201,7 @@ class Run:
             f" (bearer token: {'yes' if api.token else 'none'})"
         )
 
+        api.endpoints.start()  # from here on requests go to ready API processes only
         history = History()
         seed = self.rng.randrange(1 << 30)
         self.load = load = Load(api, history, seed, profile.rate, profile.threads)
@@ -278,6 +280,7 @@ class Run:
             *kills,
             ("kill_relay", faults.kill_relay),
             ("kill_api", faults.kill_api),
+            ("rolling_restart", faults.rolling_restart),
             ("redis_restart_no_persistence", lambda: faults.redis_restart(keep_data=False)),
             ("redis_restart_aof", lambda: faults.redis_restart(keep_data=True)),
         ]
