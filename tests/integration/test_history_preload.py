@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -57,7 +58,9 @@ def loaded(tmp_path_factory):
         }
     )
     upgrade(settings)
+    schema_before = [_schema(url) for url in urls]
     result = history.preload(*urls, ORDERS, now=datetime.now(UTC), log=lambda _m: None)
+    assert [_schema(url) for url in urls] == schema_before  # indexes dropped, then made again
     engines = [
         make_engine(url) for url in (settings.database_url, settings.notification_database_url)
     ]
@@ -69,6 +72,18 @@ def loaded(tmp_path_factory):
             engine.dispose()
         for url in urls:
             drop_database(url)
+
+
+def _schema(url: str) -> set[tuple[str, str]]:
+    with psycopg.connect(url) as conn:
+        indexes = conn.execute(
+            "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+        ).fetchall()
+        constraints = conn.execute(
+            "SELECT conrelid::regclass::text, conname || ' ' || pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE connamespace = 'public'::regnamespace"
+        ).fetchall()
+    return set(indexes) | set(constraints)
 
 
 def _all(session: Session, model) -> list:
