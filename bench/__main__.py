@@ -984,6 +984,11 @@ class Bench:
         "learning_managers_by_load": """
             SELECT m.* FROM learning_managers m
             WHERE m.active IS true ORDER BY m.started_count, m.id""",
+        # app/observability.py, at each scrape of /metrics: the backlog and dead letters per
+        # consumer (not on an order's way; here because its plan reads every delivery).
+        "metrics_backlog": """
+            SELECT consumer, status, count(id), min(created_at) FROM outbox_deliveries
+            WHERE status <> 'DONE' GROUP BY consumer, status""",
         # Container.learning_overloaded(), every 0.5 s in each API process.
         "api_learning_backlog": """
             SELECT count(id) FROM outbox_deliveries
