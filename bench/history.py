@@ -265,12 +265,11 @@ def main_statements(p: dict) -> list[tuple[str, str]]:
                     "phone": "'010-5999-' || lpad(m::text, 4, '0')",
                     "active": "true",
                     "created_at": "%(now)s::timestamptz - interval '400 days'",
-                    "started_count": (
-                        "(SELECT count(*) FROM hist_orders o WHERE o.story = 'open' "
-                        "AND o.manager_id = %(first_manager)s + m)"
-                    ),
+                    "started_count": "coalesce(started.n, 0)",
                 },
-                f"FROM generate_series(0, {MANAGERS - 1}) AS m",
+                f"FROM generate_series(0, {MANAGERS - 1}) AS m LEFT JOIN (SELECT manager_id, "
+                "count(*) AS n FROM hist_orders WHERE story = 'open' GROUP BY manager_id) "
+                "AS started ON started.manager_id = %(first_manager)s + m",
             ),
         ),
         (
