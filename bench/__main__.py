@@ -789,7 +789,8 @@ class Bench:
             for which, name in (("main", self.dbs.main), ("notification", self.dbs.notification)):
                 row = conn.execute(
                     "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, "
-                    "tup_fetched, tup_returned FROM pg_stat_database WHERE datname = %s",
+                    "tup_fetched, tup_returned, blks_read, blks_hit "
+                    "FROM pg_stat_database WHERE datname = %s",
                     (name,),
                 ).fetchone()
                 keys = (
@@ -800,6 +801,10 @@ class Bench:
                     "deleted",
                     "fetched",
                     "returned",
+                    # Pages not in shared buffers: an index whose working set outgrows them
+                    # (random keys) shows here first as the history grows.
+                    "blks_read",
+                    "blks_hit",
                 )
                 out.update({f"pg_{which}_{k}": v for k, v in zip(keys, row, strict=True)})
         info = redis.Redis.from_url(REDIS_URL).info("commandstats")
