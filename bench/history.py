@@ -7,15 +7,16 @@ in four); it has `k` interim evaluation records. From that story every table get
 code would have written: the events of the order with their per-order sequences, one DONE
 delivery per subscribed consumer (app.policies) and its processed-messages record (in the
 consumer's database), the order, its learning and evaluation (and records), its My page row as
-the projection folds those events, and one SENT SMS per event that sends one. Timestamps
-spread over the year before `now`; phones (three orders each, each of another course) are in
-the app's normalized form, 010-1000-0000 onwards, apart from the phones the benchmark orders
-with. Table and column names come from the app's SQLAlchemy metadata; a NOT NULL column the
-preload does not fill stops it with the column's name.
+the projection folds those events, and one SENT SMS per event that sends one. Timestamps spread
+over the year before `now`; phones (three orders each, each of another course) are in the app's
+normalized form, 010-1000-0000 onwards, apart from the phones the benchmark orders with; event
+ids are time-ordered UUIDs, as the app makes them. Table and column names come from the app's
+SQLAlchemy metadata; a NOT NULL column the preload does not fill stops it with the column's
+name.
 
-Both databases derive the same orders and events from the same SQL and parameters (event ids
-are md5-based UUIDs of the order and sequence), so the notification database gets its SMS and
-records without copying rows between servers.
+Both databases derive the same orders and events from the same SQL and parameters (the random
+part of an event id is a hash of its order and sequence), so the notification database gets its
+SMS and records without copying rows between servers.
 """
 
 from __future__ import annotations
@@ -129,7 +130,10 @@ WITH ev AS (
     FROM hist_orders o WHERE o.story = 'cancelled'
 )
 SELECT g, order_no, phone, seq, event_type, at,
-       md5('history:' || (g + %(base)s) || ':' || seq)::uuid::text AS event_id,
+       -- A version 7 UUID as the app makes them (app.shared.events.time_ordered_uuid): the
+       -- event's time in milliseconds, then bits of a hash of the order and sequence.
+       substr(k.ts, 1, 8) || '-' || substr(k.ts, 9, 4) || '-7' || substr(k.h, 1, 3) || '-8'
+           || substr(k.h, 4, 3) || '-' || substr(k.h, 7, 12) AS event_id,
        md5('request:' || (g + %(base)s) || ':' || CASE
            WHEN event_type IN ('{E.COURSE_ORDERED}', '{E.LEARNING_STARTED}') THEN 1
            WHEN event_type IN ('{E.FINAL_EVALUATION_REGISTERED}',
@@ -162,7 +166,10 @@ SELECT g, order_no, phone, seq, event_type, at,
            'learning_id', learning_id, 'order_no', order_no, 'phone', phone,
            'cancelled_at', {iso("at" + " - interval '1 millisecond'")})
        END AS payload
-FROM ev
+FROM ev, LATERAL (
+    SELECT md5('history:' || (g + %(base)s) || ':' || seq) AS h,
+           lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), 12, '0') AS ts
+) AS k
 """
 
 

@@ -5,6 +5,7 @@ My page row that folding its events gives."""
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
@@ -147,6 +148,7 @@ def test_given_a_preloaded_history_then_sequences_deliveries_and_records_match(l
         times = [e.occurred_at for e in order_events]
         assert times == sorted(times) and times[-1] < datetime.now(UTC)
         for event in order_events:
+            assert uuid.UUID(event.event_id).version == 7  # time-ordered, as the app's
             assert deliveries[event.event_id] == set(subscribers(event.event_type))
             for consumer in subscribers(event.event_type):
                 assert (consumer, event.event_id) in processed
