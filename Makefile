@@ -53,10 +53,11 @@ chaos-long: $(INSTALLED)
 	scripts/ensure-services.sh --rabbitmq
 	$(BIN)/python -m chaos --profile long --broker redis
 
-## Benchmark against same-run baselines; writes var/bench/latest.json.
+## Benchmark against same-run baselines; writes var/bench/latest.json. HISTORY=1M measures
+## again on top of that many preloaded orders of history.
 bench: $(INSTALLED)
 	scripts/ensure-services.sh
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(if $(HISTORY),--history $(HISTORY))
 
 bench-quick: $(INSTALLED)
 	scripts/ensure-services.sh

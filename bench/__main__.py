@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from bench import loadgen, report
+from bench import history, loadgen, report
 from bench.loadgen import Spec, mypage_phone, percentile
 from bench.system import (
     REDIS_URL,
@@ -95,7 +95,28 @@ GOALS = {
     "final_p99_ms": ("<", 50),
     # "flat": the 1M-row p99 within 1.5x of the 10k-row p99.
     "mypage_get_1m_vs_10k": ("<=", 1.5),
+    # With --history: each figure within 1.2x of the empty database's (a rate at least 1/1.2).
+    "history_orders_post_vs_empty": (">=", round(1 / 1.2, 3)),
+    "history_e2e_vs_empty": (">=", round(1 / 1.2, 3)),
+    "history_final_p50_vs_empty": ("<=", 1.2),
+    "history_final_p99_vs_empty": ("<=", 1.2),
 }
+
+# The figures measured again on top of the preloaded history (--history N), beside the
+# empty-database ones of the same run.
+HISTORY_FIGURES = (
+    "orders_post_per_s",
+    "orders_post_p50_ms",
+    "orders_post_p99_ms",
+    "e2e_orders_per_s",
+    "cpu_ms_per_order",
+    "cpu_ms_per_order_with_servers",
+    "post_to_mypage_p50_ms",
+    "post_to_mypage_p99_ms",
+    "final_p50_ms",
+    "final_p99_ms",
+)
+HISTORY_DETAILS = ("orders_post", "sustained", "plans", "latency", "final")
 
 ROWS_PER_PHONE = 4  # the bulk-loaded My page rows: this many orders per phone
 PHONE_BLOCK = 2_000_000  # phone indexes reserved per phase that places orders
@@ -234,6 +255,7 @@ class Bench:
         self.results: dict = {}
         self.details: dict = {}
         self.phone_next = 0
+        self.finals_after_id = 0  # the final-score phase takes evaluations above this id
         self.token: str | None = None
         self.api = ""
         self.spy_procs: list[subprocess.Popen] = []
@@ -390,6 +412,8 @@ class Bench:
             self.phase_latency()
         if "final" in want:
             self.phase_final()
+        if self.args.history:
+            self.phase_history(self.args.history)
         if "mypage" in want:
             self.phase_mypage("1m", self.p["mypage_large"])
 
@@ -765,7 +789,8 @@ class Bench:
             for which, name in (("main", self.dbs.main), ("notification", self.dbs.notification)):
                 row = conn.execute(
                     "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, "
-                    "tup_fetched, tup_returned FROM pg_stat_database WHERE datname = %s",
+                    "tup_fetched, tup_returned, blks_read, blks_hit "
+                    "FROM pg_stat_database WHERE datname = %s",
                     (name,),
                 ).fetchone()
                 keys = (
@@ -776,6 +801,10 @@ class Bench:
                     "deleted",
                     "fetched",
                     "returned",
+                    # Pages not in shared buffers: an index whose working set outgrows them
+                    # (random keys) shows here first as the history grows.
+                    "blks_read",
+                    "blks_hit",
                 )
                 out.update({f"pg_{which}_{k}": v for k, v in zip(keys, row, strict=True)})
         info = redis.Redis.from_url(REDIS_URL).info("commandstats")
@@ -960,6 +989,11 @@ class Bench:
         "learning_managers_by_load": """
             SELECT m.* FROM learning_managers m
             WHERE m.active IS true ORDER BY m.started_count, m.id""",
+        # app/observability.py, at each scrape of /metrics: the backlog and dead letters per
+        # consumer (not on an order's way; here because its plan reads every delivery).
+        "metrics_backlog": """
+            SELECT consumer, status, count(id), min(created_at) FROM outbox_deliveries
+            WHERE status <> 'DONE' GROUP BY consumer, status""",
         # Container.learning_overloaded(), every 0.5 s in each API process.
         "api_learning_backlog": """
             SELECT count(id) FROM outbox_deliveries
@@ -1101,8 +1135,8 @@ class Bench:
                 row[0]
                 for row in conn.execute(
                     "SELECT id FROM evaluation_evaluations WHERE status = 'IN_PROGRESS' "
-                    "ORDER BY id LIMIT %s",
-                    (3 * n + warm,),
+                    "AND id > %s ORDER BY id LIMIT %s",
+                    (self.finals_after_id, 3 * n + warm),
                 )
             ]
         if len(ids) < n + warm:
@@ -1147,6 +1181,91 @@ class Bench:
             },
         }
         log(f"  p50 {self.results['final_p50_ms']} ms, p99 {self.results['final_p99_ms']} ms")
+
+    def stop_pipeline(self) -> None:
+        self.procs.stop("relay")
+        for group in self.layout.workers:
+            self.procs.stop(f"worker-{group.name}")
+
+    def phase_history(self, orders: int) -> None:
+        """Preload `orders` orders of history (bench/history.py) with the relay and workers
+        stopped, then measure the POST, sustained, latency and final phases again on top of
+        it. Their figures go under `history`, the empty ones stay where they were."""
+        log(f"history: preloading {orders:,} orders (relay and workers stopped)")
+        self.stop_pipeline()
+        loaded = history.preload(
+            self.dbs.url(self.dbs.main), self.dbs.url(self.dbs.notification), orders, log=log
+        )
+        log(f"  history loaded in {loaded.seconds['total']} s")
+        empty = {k: self.results.pop(k) for k in HISTORY_FIGURES if k in self.results}
+        empty_details = {k: self.details.pop(k) for k in HISTORY_DETAILS if k in self.details}
+        empty_cpu = dict(self.details.get("cpu", {}))
+        with self.dbs.connect() as conn:
+            self.finals_after_id = conn.execute(
+                "SELECT coalesce(max(id), 0) FROM evaluation_evaluations"
+            ).fetchone()[0]
+        scans_before = self.table_scans()
+        want = self.phases
+        if "post" in want:
+            self.phase_post()
+        self.start_pipeline()
+        if "sustained" in want:
+            self.phase_sustained()
+        if "latency" in want and "e2e_orders_per_s" in self.results:
+            self.phase_latency()
+        if "final" in want:
+            self.phase_final()
+        scans = self.scans_between(scans_before, self.table_scans())
+        figures = {k: self.results.pop(k) for k in HISTORY_FIGURES if k in self.results}
+        self.results.update(empty)
+        self.results["history"] = {"orders": orders, **figures}
+        cpu = self.details.get("cpu", {})
+        self.details["history"] = {
+            "preload": {"seconds": loaded.seconds, "rows": loaded.rows},
+            # Scans per table and index while the phases ran on top of the history (the
+            # benchmark's own queries included): a scan that grows with the history shows
+            # as many tuples read per scan.
+            "table_scans": scans,
+            "cpu": {k: v for k, v in cpu.items() if v is not empty_cpu.get(k)},
+            **{k: self.details.pop(k) for k in HISTORY_DETAILS if k in self.details},
+        }
+        self.details["cpu"] = {**cpu, **empty_cpu}
+        self.details.update(empty_details)
+        ratios = report.history_ratios(self.results)
+        log(
+            "  with history / empty: "
+            + ", ".join(f"{k} {v}" for k, v in ratios.items() if v is not None)
+        )
+
+    SCANS = {
+        # per table: sequential scans and the tuples they read
+        "table": "SELECT relname, seq_scan, seq_tup_read FROM pg_stat_user_tables",
+        # per index: scans and the entries they read
+        "index": "SELECT relname || '.' || indexrelname, idx_scan, idx_tup_read "
+        "FROM pg_stat_user_indexes",
+    }
+
+    def table_scans(self) -> dict[str, tuple[int, int]]:
+        """(scans, tuples or entries read) per table and per index of both databases."""
+        out = {}
+        for which in ("main", "notification"):
+            with self.dbs.connect(which) as conn:
+                for kind, sql in self.SCANS.items():
+                    for name, scans, read in conn.execute(sql):
+                        out[f"{kind} {name}"] = (scans, read)
+        return out
+
+    @staticmethod
+    def scans_between(before: dict, after: dict) -> dict:
+        """What changed, with the tuples read per scan: a scan whose reads grow with the
+        history stands out."""
+        out = {}
+        for name, (scans, read) in sorted(after.items()):
+            was = before.get(name, (0, 0))
+            scans, read = scans - was[0], read - was[1]
+            if scans:
+                out[name] = {"scans": scans, "read": read, "per_scan": round(read / scans, 1)}
+        return out
 
     # --- py-spy -------------------------------------------------------------------------
 
@@ -1234,6 +1353,18 @@ def git_state() -> dict:
     }
 
 
+def orders_count(text: str) -> int:
+    """'100000', '100k' or '1M' -> a number of orders."""
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:].lower(), 1)
+    try:
+        value = int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of orders: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("the history is 0 orders or more")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the CI profile: under 3 minutes")
@@ -1271,6 +1402,13 @@ def main(argv: list[str] | None = None) -> int:
         "--spy-idle",
         action="store_true",
         help="with --spy: sample waiting threads too (wall clock) instead of GIL holders (CPU)",
+    )
+    parser.add_argument(
+        "--history",
+        type=orders_count,
+        default=0,
+        metavar="N",
+        help="then preload N orders of history (e.g. 100k, 1M) and measure again on top of it",
     )
     parser.add_argument(
         "--output", default=None, help="the JSON file (default var/bench/latest.json)"
@@ -1313,6 +1451,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "git": git_state(),
         "spy": bool(args.spy),
+        "history_orders": args.history,
         "experiment": {"phases": args.phases, "env": args.env, "drain": args.drain}
         if (args.phases or args.env or args.drain or args.workers)
         else None,

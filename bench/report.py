@@ -35,7 +35,33 @@ def with_ratios(results: dict) -> dict:
             r.get("mypage_get_p99_ms_1m"), r.get("mypage_get_p99_ms_10k")
         ),
     }
-    return {**results, "ratios": ratios}
+    return {**results, "ratios": {**ratios, **history_ratios(results)}}
+
+
+# With --history: each figure on top of the history over the same figure on the empty database
+# of the same run (ratio key, figure).
+HISTORY_RATIOS = {
+    "history_orders_post_vs_empty": "orders_post_per_s",
+    "history_orders_post_p50_vs_empty": "orders_post_p50_ms",
+    "history_orders_post_p99_vs_empty": "orders_post_p99_ms",
+    "history_e2e_vs_empty": "e2e_orders_per_s",
+    "history_cpu_per_order_vs_empty": "cpu_ms_per_order",
+    "history_cpu_with_servers_vs_empty": "cpu_ms_per_order_with_servers",
+    "history_post_to_mypage_p50_vs_empty": "post_to_mypage_p50_ms",
+    "history_post_to_mypage_p99_vs_empty": "post_to_mypage_p99_ms",
+    "history_final_p50_vs_empty": "final_p50_ms",
+    "history_final_p99_vs_empty": "final_p99_ms",
+}
+
+
+def history_ratios(results: dict) -> dict:
+    with_history = results.get("history")
+    if not with_history:
+        return {}
+    return {
+        key: _ratio(with_history.get(figure), results.get(figure))
+        for key, figure in HISTORY_RATIOS.items()
+    }
 
 
 def _value(document: dict, key: str):
@@ -114,6 +140,15 @@ def _fmt(value) -> str:
     return f"{value:,}"
 
 
+def _line(label: str, value, unit: str, ratio, ratio_label: str, goal: dict) -> str:
+    met = goal.get("met")
+    return (
+        f"{label:38} {_fmt(value):>10} {unit:9} {_fmt(ratio):>8} {ratio_label:14} "
+        f"{goal.get('goal', ''):>10} "
+        f"{'' if not goal else ('-' if met is None else ('yes' if met else 'NO')):>4}"
+    )
+
+
 def table(document: dict) -> str:
     goals_ = document.get("goals", {})
     lines = [
@@ -133,12 +168,22 @@ def table(document: dict) -> str:
                 )
         ratio = document.get("ratios", {}).get(ratio_key) if ratio_key else None
         goal = goals_.get(GOAL_OF_ROW.get(key, ""), {})
-        met = goal.get("met")
         lines.append(
-            f"{label:38} {_fmt(document.get(key)):>10} {unit:9} {_fmt(ratio):>8} "
-            f"{RATIO_LABELS.get(ratio_key, ''):14} {goal.get('goal', ''):>10} "
-            f"{'' if not goal else ('-' if met is None else ('yes' if met else 'NO')):>4}"
+            _line(label, document.get(key), unit, ratio, RATIO_LABELS.get(ratio_key, ""), goal)
         )
+    with_history = document.get("history")
+    if with_history:
+        lines.append(
+            f"with {with_history['orders']:,} orders of history (ratio: x the empty run's)"
+        )
+        units = {k: (label, unit) for k, label, unit, _r in ROWS}
+        for key, figure in HISTORY_RATIOS.items():
+            label, unit = units[figure]
+            ratio = document.get("ratios", {}).get(key)
+            goal = goals_.get(key, {})
+            lines.append(
+                _line(f"  {label}", with_history.get(figure), unit, ratio, "x empty", goal)
+            )
     rss = document.get("peak_rss_mb", {})
     if rss:
         lines.append("peak RSS per process (MiB): " + ", ".join(f"{k} {v}" for k, v in rss.items()))
