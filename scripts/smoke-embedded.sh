@@ -41,6 +41,11 @@ grep -q '"manager_name":"스모크매니저"' <<<"$row"
 
 kill -INT -- "-$run_pid"
 wait "$run_pid"
-if pgrep -g "$run_pid" >/dev/null; then echo "processes left behind after Ctrl-C" >&2; exit 1; fi
+# A grandchild (a gunicorn or Celery pool process) may still be exiting when its parent has
+# gone: give the group a few seconds to empty, then name whatever is left.
+for _ in $(seq 1 20); do pgrep -g "$run_pid" >/dev/null || break; sleep 0.25; done
+if pgrep -g "$run_pid" >/dev/null; then
+  echo "processes left behind after Ctrl-C:" >&2; pgrep -a -g "$run_pid" >&2; exit 1
+fi
 rm -rf "$work"
 echo "smoke: embedded default OK (ordered, My page current, stopped cleanly)"
