@@ -23,6 +23,25 @@ def random_course_no() -> str:
     return "C" + secrets.token_hex(4).upper()
 
 
+def an_order(container: Any, phone: str | None = None) -> Any:
+    """A new course and an order of it, through the orders context's handlers (its events in
+    the outbox, not yet delivered)."""
+    from app.orders import handlers  # the app's, only for the suites that need a container
+
+    course_no = random_course_no()
+    handlers.create_course(
+        container.orders_uow(),
+        handlers.CreateCourse(course_no=course_no, title="데이터 분석", price=1000),
+    )
+    order, _ = handlers.place_order(
+        container.orders_uow(),
+        handlers.PlaceOrder(
+            course_no, phone or random_phone(), date(2026, 12, 1), date(2026, 12, 31)
+        ),
+    )
+    return order
+
+
 def random_category() -> str:
     """A category of one test's own: a search within it answers only that test's courses."""
     return "cat-" + secrets.token_hex(4)

@@ -14,7 +14,8 @@ from app.policies import BY_CONSUMER
 from app.shared.events import Event, EventType
 from app.shared.outbox.tables import DeliveryStatus
 from app.shared.uow import correlation_id
-from tests.integration.test_consumers import an_order, delivery, envelopes
+from tests.helpers import an_order
+from tests.integration.test_consumers import delivery, envelopes
 
 
 def orders_with_ids(container, n):

@@ -1,7 +1,6 @@
 """Cancellation cascade, convergence on OrderCompleted, and every arrival order (SPEC 4, 5.4, 6)."""
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
 
 from sqlalchemy import select
 
@@ -14,19 +13,7 @@ from app.orders import handlers as orders
 from app.policies import BY_CONSUMER, subscribers
 from app.shared.errors import Conflict
 from app.shared.outbox.tables import OutboxEvent
-from tests.helpers import random_course_no, random_phone
-
-
-def an_order(c):
-    course_no = random_course_no()
-    orders.create_course(
-        c.orders_uow(), orders.CreateCourse(course_no=course_no, title="통계", price=1)
-    )
-    order, _ = orders.place_order(
-        c.orders_uow(),
-        orders.PlaceOrder(course_no, random_phone(), date(2026, 12, 1), date(2026, 12, 31)),
-    )
-    return order
+from tests.helpers import an_order
 
 
 def events(c, order_no, event_type):

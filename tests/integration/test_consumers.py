@@ -1,7 +1,6 @@
 """SPEC 5.2, 5.4, 5.5: effects apply once, any arrival order converges, poison is parked."""
 
 import dataclasses
-from datetime import date
 
 from sqlalchemy import select
 
@@ -11,28 +10,12 @@ from app.learning.handlers import RegisterManager, register_manager
 from app.learning.model import Learning
 from app.mypage.model import MyPageRow
 from app.notification.model import SmsMessage
-from app.orders import handlers
 from app.policies import BY_CONSUMER
 from app.shared.events import EventType
 from app.shared.outbox.dead_letters import dead_deliveries, replay_dead
 from app.shared.outbox.tables import Delivery, DeliveryStatus, OutboxEvent
 from app.shared.states import LearningStatus
-from tests.helpers import random_course_no, random_phone
-
-
-def an_order(container, phone=None):
-    course_no = random_course_no()
-    handlers.create_course(
-        container.orders_uow(),
-        handlers.CreateCourse(course_no=course_no, title="데이터 분석", price=1000),
-    )
-    order, _ = handlers.place_order(
-        container.orders_uow(),
-        handlers.PlaceOrder(
-            course_no, phone or random_phone(), date(2026, 12, 1), date(2026, 12, 31)
-        ),
-    )
-    return order
+from tests.helpers import an_order, random_phone
 
 
 def envelopes(container, order_no, event_type=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 
 from prometheus_client import REGISTRY
 from sqlalchemy import Interval, func, literal, select, update
@@ -14,31 +14,18 @@ from app.consumer import consume
 from app.learning.handlers import RegisterManager, register_manager
 from app.learning.model import Learning
 from app.notification.model import SmsMessage
-from app.orders import handlers
 from app.policies import BY_CONSUMER, POLICIES
 from app.shared.idempotency import PROCESSED
 from app.shared.outbox.dead_letters import dead_deliveries, replay_dead
 from app.shared.outbox.tables import Delivery, DeliveryStatus, OutboxEvent
 from app.shared.retention import prune
-from tests.helpers import counting, random_course_no, random_phone
+from tests.helpers import an_order, counting
 from workers.retention import sweep_once
 
 OPEN_LEARNING = BY_CONSUMER["learning.open_learning"]
 SEND_SMS = BY_CONSUMER["notification.send_sms"]
 WEEK = 7 * 86400
 EXPIRED = "older than the deduplication window (7 days): not applied"
-
-
-def an_order(container) -> str:
-    course_no = random_course_no()
-    handlers.create_course(
-        container.orders_uow(), handlers.CreateCourse(course_no=course_no, title="통계", price=1)
-    )
-    order, _ = handlers.place_order(
-        container.orders_uow(),
-        handlers.PlaceOrder(course_no, random_phone(), date(2026, 12, 1), date(2026, 12, 31)),
-    )
-    return order.order_no
 
 
 def envelopes(container, order_no: str) -> list[dict]:
@@ -130,9 +117,9 @@ def test_given_an_order_a_week_old_then_the_sweep_deletes_its_bookkeeping_and_ke
     container,
 ):
     register_manager(container.learning_uow(), RegisterManager("보존매니저", "010-9999-0301"))
-    old, young = an_order(container), an_order(container)
+    old, young = an_order(container).order_no, an_order(container).order_no
     deliver_everything(container, [old, young])
-    unfinished = an_order(container)  # its deliveries stay PENDING
+    unfinished = an_order(container).order_no  # its deliveries stay PENDING
     for order_no in (old, unfinished):
         age(container, order_no, days=8)
     old_ids = [e["event_id"] for e in envelopes(container, old)]
@@ -163,7 +150,7 @@ def test_given_an_order_a_week_old_then_the_sweep_deletes_its_bookkeeping_and_ke
 
 
 def test_the_sweep_counts_the_rows_it_deletes_per_table(container):
-    order_no = an_order(container)
+    order_no = an_order(container).order_no
     deliver_everything(container, [order_no])
     age(container, order_no, days=8)
 
@@ -191,7 +178,7 @@ def test_given_a_record_pruned_while_its_delivery_was_owed_then_the_old_copy_is_
     The copy that finally comes is refused, parked with the reason, and a replay refuses it
     again."""
     register_manager(container.learning_uow(), RegisterManager("안전매니저", "010-9999-0302"))
-    order_no = an_order(container)
+    order_no = an_order(container).order_no
     [ordered] = envelopes(container, order_no)
     consume(container, OPEN_LEARNING, [ordered])
     with container.main_session() as session:  # the DONE mark lost
@@ -231,7 +218,7 @@ def test_given_old_copies_out_of_order_with_a_young_event_then_only_the_young_on
     """The SMS consumer (its records in the notification database): an order a week old was
     texted, its records pruned; its copies come back, reversed, beside a new order's event."""
     register_manager(container.learning_uow(), RegisterManager("순서매니저", "010-9999-0303"))
-    old = an_order(container)
+    old = an_order(container).order_no
     deliver_everything(container, [old])
     age(container, old, days=8)
     prune(container.db.session, WEEK)
@@ -239,7 +226,7 @@ def test_given_old_copies_out_of_order_with_a_young_event_then_only_the_young_on
     old_ids = [e["event_id"] for e in old_copies]
     assert records(container, "notification", old_ids) == 0
     assert [delivery_of(container, i, SEND_SMS.consumer) for i in old_ids] == [None, None]
-    young = an_order(container)
+    young = an_order(container).order_no
     [young_ordered] = envelopes(container, young)
     policy, handled = counting(SEND_SMS)
 
@@ -274,7 +261,7 @@ def test_given_a_short_window_then_the_bookkeeping_stays_flat_while_orders_keep_
     counts: list[int] = []
     for _ in range(10):
         started = time.monotonic()
-        new = [an_order(container) for _ in range(3)]
+        new = [an_order(container).order_no for _ in range(3)]
         deliver_everything(container, new)
         orders += new
         sweep_once(container)
