@@ -140,7 +140,7 @@ def run(port: int, host: str, concurrency: int) -> None:
             "-",
             "app:create_app()",
         ],
-        [sys.executable, "-m", "app.cli", "relay"],
+        [sys.executable, "-m", "workers.relay"],  # what `onlinestudy relay` runs
         _worker_argv(ALL_QUEUES.split(","), concurrency, "all@%h", settings.embedded),
     ]
     children = [subprocess.Popen(argv) for argv in argvs]
