@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.mypage.model import MyPageRow
 from app.mypage.projection import apply, empty_values
-from app.shared.db.base import MainBase, utcnow
+from app.shared.db.base import utcnow
 from app.shared.db.bulk import insert_missing
 from app.shared.db.dialects import statements
 from app.shared.events import Event, EventType
@@ -23,8 +23,8 @@ from app.shared.outbox.tables import OutboxEvent, stored_event
 # Events fetched, and rows or records written, per round trip.
 CHUNK = 1000
 
-_ROWS: Table = MainBase.metadata.tables[MyPageRow.__tablename__]
-_EVENTS: Table = MainBase.metadata.tables[OutboxEvent.__tablename__]
+_ROWS = MyPageRow.__table__
+_EVENTS = OutboxEvent.__table__
 
 
 def rebuild(session: Session, consumer: str, event_types: Iterable[EventType]) -> int:

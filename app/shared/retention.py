@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, func, select
 from sqlalchemy.orm import Session
 
-from app.shared.db.base import MainBase, utcnow
+from app.shared.db.base import utcnow
 from app.shared.db.dialects import statements
 from app.shared.idempotency import PROCESSED
 from app.shared.outbox.tables import Delivery, DeliveryStatus, has_status
@@ -48,7 +48,7 @@ class Bookkeeping:
         return conditions
 
 
-_DELIVERIES: Table = MainBase.metadata.tables[Delivery.__tablename__]
+_DELIVERIES = Delivery.__table__
 _STATUS = _DELIVERIES.c.status
 
 DONE_DELIVERIES = Bookkeeping(
