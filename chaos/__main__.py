@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import random
 import secrets
@@ -35,7 +36,7 @@ from chaos.cluster import (
 )
 from chaos.faults import HEALTH_MAX_AGE_S, REDIS_VISIBILITY_TIMEOUT_S, FaultResult, Faults
 from chaos.history import History
-from chaos.load import Api, Load
+from chaos.load import Api, Load, answers_between
 
 log = structlog.get_logger("chaos")
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +46,8 @@ MAX_ATTEMPTS = 5
 
 @dataclass(frozen=True)
 class Profile:
-    rate: float  # new orders per second
-    threads: int
+    load_share: float  # of the end-to-end rate calibrated at the start of the run
+    min_orders: int  # the load goes on after the faults until this many orders are placed
     workers_per_queue: int
     evaluation_down_s: float
     gap_s: float  # load between two faults
@@ -56,9 +57,17 @@ class Profile:
 
 
 PROFILES = {
-    "short": Profile(3.0, 6, 2, 12, 3, 0, 90, 120),
-    "long": Profile(3.0, 6, 2, 45, 10, 19 * 60, 180, 240),
+    "short": Profile(0.45, 1_000, 2, 12, 3, 0, 90, 120),
+    "long": Profile(0.45, 10_000, 2, 45, 10, 19 * 60, 180, 240),
 }
+
+# The calibration: the run's own story mix from this many students at once, each starting the
+# next story as soon as the last ends, for CALIBRATION_S; enough to keep the system saturated.
+CALIBRATION_THREADS = 64
+CALIBRATION_S = 20.0
+# A paced student waits on evaluations, final scores and retries: this many threads per order
+# per second keep the offered rate even when answers slow down during a fault.
+THREADS_PER_RATE = 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,9 +213,19 @@ class Run:
         api.endpoints.start()  # from here on requests go to ready API processes only
         history = History()
         seed = self.rng.randrange(1 << 30)
-        self.load = load = Load(api, history, seed, profile.rate, profile.threads)
+        self.load = load = Load(api, history, seed)
         load.setup()
-        load.start()
+        calibration = self.calibrate(load, main_url, notification_url)
+        target = round(profile.load_share * calibration["orders_per_s"], 2)
+        threads = max(8, math.ceil(target * THREADS_PER_RATE))
+        self.say(
+            f"calibrated: {calibration['orders_per_s']} orders/s end to end"
+            f" ({calibration['orders']} orders in {calibration['end_to_end_s']}s);"
+            f" the load: {target} orders/s ({profile.load_share:.0%}), {threads} threads"
+        )
+        before_faults, placed_before = api.answers_now(), load.placed
+        load.start(target, threads)
+        load_began = time.monotonic()
         time.sleep(5)
 
         subscribers = default_subscribers()
@@ -237,8 +256,26 @@ class Run:
                 break
             self.say(f"round {round_no} done, another one")
 
+        if load.placed < profile.min_orders:
+            self.say(f"{load.placed} orders placed; the load goes on to {profile.min_orders}")
+            wait_for(
+                lambda: load.placed >= profile.min_orders,
+                timeout_s=2 * (profile.min_orders - load.placed) / target + 60,
+                interval_s=1,
+                what=f"{profile.min_orders} orders placed",
+            )
         self.say("stopping the load, waiting for the system to drain")
+        load_s = time.monotonic() - load_began
         load.stop(timeout_s=60)
+        placed = load.placed - placed_before
+        rate = {
+            "calibration": calibration,
+            "target_orders_per_s": target,
+            "load_share": profile.load_share,
+            "threads": threads,
+            "placed_orders_per_s": round(placed / load_s, 2),
+            "placed_share": round(placed / load_s / calibration["orders_per_s"], 2),
+        }
         drain = wait_drained(main_url, notification_url, profile.drain_deadline_s)
         self.say(f"drain: {drain}")
         snapshot = read_snapshot(main_url, notification_url)
@@ -251,6 +288,7 @@ class Run:
             "seed": self.seed,
             "only": list(self.only),
             "settings": self.overrides,
+            "rate": rate,
             **report.counts,
             "orders": report.orders,
             "indeterminate": report.indeterminate,
@@ -260,7 +298,10 @@ class Run:
             "drain": drain,
             "wall_s": wall_s,
             "load": dict(load.stories),
-            "answers": {str(k): v for k, v in load.api.answers.items()},
+            "answers": {
+                "calibration": calibration["answers"],
+                "under_faults": answers_between(before_faults, api.answers_now()),
+            },
             "supervisor": system.events,
             "restarts": {p.name: p.restarts for p in system.procs.values() if p.restarts},
             "anomalies": [vars(a) for a in report.anomalies[:200]],
@@ -271,6 +312,31 @@ class Run:
         print_table(summary)
         bad = any(report.counts.values()) or failed_faults or not drain["drained"]
         return 1 if bad else 0
+
+    def calibrate(self, load: Load, main_url: str, notification_url: str) -> dict:
+        """The sustained end-to-end rate of this layout on this machine: orders placed by the
+        run's own stories, unpaced, over the time from the first order until every delivery
+        and SMS they caused is done."""
+        self.say(f"calibrating: {CALIBRATION_THREADS} students, unpaced, {CALIBRATION_S:.0f}s")
+        before, placed_before = load.api.answers_now(), load.placed
+        started = time.monotonic()
+        load.start(None, CALIBRATION_THREADS)
+        time.sleep(CALIBRATION_S)
+        load.stop(timeout_s=60)
+        load_s = time.monotonic() - started
+        drain = wait_drained(main_url, notification_url, self.profile.drain_deadline_s)
+        if not drain["drained"]:
+            raise RuntimeError(f"the calibration load did not drain: {drain}")
+        # The drain needs two calm looks a second apart: it ended 1 to 2 s before it is seen.
+        end_to_end_s = time.monotonic() - started - 1.5
+        orders = load.placed - placed_before
+        return {
+            "orders": orders,
+            "load_s": round(load_s, 1),
+            "end_to_end_s": round(end_to_end_s, 1),
+            "orders_per_s": round(orders / end_to_end_s, 2),
+            "answers": answers_between(before, load.api.answers_now()),
+        }
 
     def _plan(self, faults: Faults, subscribers, course_no: str):
         """The faults of one round, in order: process kills, broker, database, outages."""
@@ -355,7 +421,13 @@ def print_table(summary: dict) -> None:
     print("  ".join(f"{name} {summary[name]}" for name in figures))
     print(
         f"checked: {summary['checked']}\n"
-        f"load: {summary['load']}  answers: {summary['answers']}\n"
+        f"rate: {summary['rate']['placed_orders_per_s']} orders/s placed under faults"
+        f" ({summary['rate']['placed_share']:.0%} of the calibrated"
+        f" {summary['rate']['calibration']['orders_per_s']} orders/s end to end;"
+        f" target {summary['rate']['load_share']:.0%})\n"
+        f"load: {summary['load']}\n"
+        f"answers: calibration {summary['answers']['calibration']},"
+        f" under faults {summary['answers']['under_faults']}\n"
         f"drain: {summary['drain']}  wall: {summary['wall_s']}s  "
         f"supervisor: {len(summary['supervisor'])} liveness restart(s)"
     )

@@ -214,13 +214,15 @@ class Api:
 
 
 class Load:
-    """`threads` students and managers at about `rate` new orders per second in all."""
+    """Students and managers, each thread one at a time, at a given rate of new orders per
+    second in all; with no rate, each thread starts its next story as soon as the last one
+    ends (a closed loop)."""
 
-    def __init__(self, api: Api, history: History, seed: int, rate: float, threads: int):
+    def __init__(self, api: Api, history: History, seed: int):
         self.api = api
         self.history = history
-        self.rate = rate
-        self.threads = threads
+        self.rate: float | None = None
+        self.threads = 0
         self.placed = 0  # orders accepted (201), probes included
         self._stories = True
         self.courses: list[str] = []
@@ -272,12 +274,10 @@ class Load:
 
     # Running
 
-    def start(
-        self, rate: float | None = None, threads: int | None = None, stories: bool = True
-    ) -> None:
-        """Start (or, after `stop`, start again, at another rate if given). Without `stories`
-        the students only place orders, nothing more."""
-        self.rate, self.threads = rate or self.rate, threads or self.threads
+    def start(self, rate: float | None, threads: int, stories: bool = True) -> None:
+        """Start (or, after `stop`, start again) at `rate` orders per second, or unpaced with
+        None. Without `stories` the students only place orders, nothing more."""
+        self.rate, self.threads = rate, threads
         self._stories = stories
         self._stop.clear()
         self._workers = []
@@ -299,6 +299,8 @@ class Load:
             thread.join(max(0.1, deadline - time.monotonic()))
 
     def _pace(self) -> None:
+        if self.rate is None:
+            return
         with self._lock:
             slot = max(self._next_slot, time.monotonic())
             self._next_slot = slot + 1.0 / self.rate
@@ -310,9 +312,11 @@ class Load:
             if self._stop.is_set():
                 return
             try:
-                self.stories[self._story(rng)] += 1
+                story = self._story(rng)
             except Exception as exc:  # noqa: BLE001 - one broken story must not end the load
-                self.stories[f"error {exc.__class__.__name__}"] += 1
+                story = f"error {exc.__class__.__name__}"
+            with self._lock:
+                self.stories[story] += 1
 
     def _story(self, rng: random.Random) -> str:
         """One student's order and what happens to it; returns the story's name."""
