@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
+from sqlalchemy import text
 
 from app.config import Settings
 
@@ -62,3 +66,42 @@ def run_env(context: EnvironmentContext, bind: str) -> None:
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
+
+
+def create_index_concurrently(
+    name: str, table: str, columns: list[str], where: str | None = None
+) -> None:
+    """In a migration: CREATE INDEX, CONCURRENTLY on PostgreSQL, where the tables it indexes
+    (the outbox's) must take writes meanwhile; partial with a `where` SQL predicate."""
+    from alembic import op
+
+    predicate = text(where) if where is not None else None
+    with _outside_a_transaction(op):
+        op.create_index(
+            name,
+            table,
+            columns,
+            postgresql_where=predicate,
+            sqlite_where=predicate,
+            **_concurrently(op),
+        )
+
+
+def drop_index_concurrently(name: str, table: str) -> None:
+    from alembic import op
+
+    with _outside_a_transaction(op):
+        op.drop_index(name, table, **_concurrently(op))
+
+
+def _postgresql(op: Any) -> bool:
+    return bool(op.get_bind().dialect.name == "postgresql")
+
+
+def _concurrently(op: Any) -> dict[str, Any]:
+    return {"postgresql_concurrently": True} if _postgresql(op) else {}
+
+
+def _outside_a_transaction(op: Any) -> AbstractContextManager[None]:
+    # CREATE INDEX CONCURRENTLY refuses to run inside a transaction block.
+    return op.get_context().autocommit_block() if _postgresql(op) else contextlib.nullcontext()

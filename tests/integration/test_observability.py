@@ -1,11 +1,12 @@
 """What an operator reads: /metrics, correlation ids that follow a request, masked logs."""
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.consumer import consume
 from app.logging import _mask_phones
 from app.policies import BY_CONSUMER
-from app.shared.outbox.tables import OutboxEvent
+from app.shared.db.base import utcnow
+from app.shared.outbox.tables import Delivery, OutboxEvent
 from tests.helpers import course_body, order_body
 
 
@@ -20,6 +21,29 @@ def test_metrics_show_requests_backlog_dead_letters_and_my_page_lag(client):
     assert "onlinestudy_mypage_lag_seconds " in text
     assert "onlinestudy_outbox_oldest_undelivered_age_seconds " in text
     assert 'onlinestudy_queue_depth{queue="learning"}' in text
+
+
+def test_metrics_count_dead_letters_and_the_backlog_by_consumer_and_leave_done_ones_out(
+    client, container
+):
+    course = client.post("/courses", json=course_body()).json
+    for _ in range(3):
+        client.post("/orders", json=order_body(course["course_no"]))
+    with container.main_session() as session:
+        ids = session.execute(
+            select(Delivery.id).where(Delivery.consumer == "learning.open_learning")
+        ).scalars()
+        dead, done, pending = sorted(ids)
+        session.execute(update(Delivery).where(Delivery.id == dead).values(status="DEAD"))
+        session.execute(
+            update(Delivery).where(Delivery.id == done).values(status="DONE", done_at=utcnow())
+        )
+        session.commit()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'onlinestudy_dead_letters{consumer="learning.open_learning"} 1.0' in text
+    assert 'onlinestudy_outbox_backlog{consumer="learning.open_learning"} 1.0' in text
+    assert 'onlinestudy_outbox_backlog{consumer="mypage.project"} 3.0' in text
+    assert 'onlinestudy_dead_letters{consumer="mypage.project"}' not in text
 
 
 def test_a_request_id_follows_the_order_into_the_events_it_causes(client, container):

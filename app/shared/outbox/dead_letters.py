@@ -7,14 +7,14 @@ from sqlalchemy.orm import Session
 
 from app.shared.db.base import utcnow
 from app.shared.db.dialects import rowcount
-from app.shared.outbox.tables import Delivery, DeliveryStatus, OutboxEvent
+from app.shared.outbox.tables import Delivery, DeliveryStatus, OutboxEvent, has_status
 
 
 def dead_deliveries(session: Session) -> list[tuple[Delivery, OutboxEvent]]:
     rows = session.execute(
         select(Delivery, OutboxEvent)
         .join(OutboxEvent, OutboxEvent.event_id == Delivery.event_id)
-        .where(Delivery.status == DeliveryStatus.DEAD)
+        .where(has_status(Delivery.status, DeliveryStatus.DEAD))
         .order_by(Delivery.id)
     )
     return [(delivery, event) for delivery, event in rows]
@@ -22,7 +22,7 @@ def dead_deliveries(session: Session) -> list[tuple[Delivery, OutboxEvent]]:
 
 def replay_dead(session: Session, event_id: str | None = None, consumer: str | None = None) -> int:
     """Make parked deliveries due again, with a fresh attempt count. Returns how many."""
-    stmt = update(Delivery).where(Delivery.status == DeliveryStatus.DEAD)
+    stmt = update(Delivery).where(has_status(Delivery.status, DeliveryStatus.DEAD))
     if event_id:
         stmt = stmt.where(Delivery.event_id == event_id)
     if consumer:

@@ -8,10 +8,9 @@ Revision ID: 0002
 Revises: 0001
 """
 
-import contextlib
 from collections.abc import Sequence
 
-from alembic import op
+from app.migrate import create_index_concurrently, drop_index_concurrently
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -23,12 +22,8 @@ TABLE = "notification_processed_messages"
 
 
 def upgrade() -> None:
-    postgresql = op.get_bind().dialect.name == "postgresql"
-    options = {"postgresql_concurrently": True} if postgresql else {}
-    # CREATE INDEX CONCURRENTLY refuses to run inside a transaction block.
-    with op.get_context().autocommit_block() if postgresql else contextlib.nullcontext():
-        op.create_index(INDEX, TABLE, ["processed_at"], **options)
+    create_index_concurrently(INDEX, TABLE, ["processed_at"])
 
 
 def downgrade() -> None:
-    op.drop_index(INDEX, TABLE)
+    drop_index_concurrently(INDEX, TABLE)
