@@ -31,6 +31,7 @@ from pathlib import Path
 import psutil
 import redis
 
+from app.config import Settings
 from bench import history, loadgen, report
 from bench.loadgen import Spec, mypage_phone, percentile
 from bench.system import (
@@ -1194,7 +1195,11 @@ class Bench:
         log(f"history: preloading {orders:,} orders (relay and workers stopped)")
         self.stop_pipeline()
         loaded = history.preload(
-            self.dbs.url(self.dbs.main), self.dbs.url(self.dbs.notification), orders, log=log
+            self.dbs.url(self.dbs.main),
+            self.dbs.url(self.dbs.notification),
+            orders,
+            log=log,
+            dedup_window_s=Settings.from_env(self.env).dedup_window_s,
         )
         log(f"  history loaded in {loaded.seconds['total']} s")
         empty = {k: self.results.pop(k) for k in HISTORY_FIGURES if k in self.results}

@@ -6,8 +6,9 @@ score (two in four), cancelled after its learning started (one in four), or stil
 in four); it has `k` interim evaluation records. From that story every table gets the rows the
 code would have written: the events of the order with their per-order sequences, one DONE
 delivery per subscribed consumer (app.policies) and its processed-messages record (in the
-consumer's database), the order, its learning and evaluation (and records), its My page row as
-the projection folds those events, and one SENT SMS per event that sends one. Timestamps spread
+consumer's database) for each event the deduplication window still holds, the order, its
+learning and evaluation (and records), its My page row as the projection folds those events,
+and one SENT SMS per event that sends one. Timestamps spread
 over the year before `now`; phones (three orders each, each of another course) are in the app's
 normalized form, 010-1000-0000 onwards, apart from the phones the benchmark orders with; event
 ids are time-ordered UUIDs, as the app makes them. Table and column names come from the app's
@@ -42,6 +43,7 @@ from app.policies import POLICIES
 from app.shared.events import EventType
 from app.shared.idempotency import PROCESSED
 from app.shared.outbox.tables import Delivery, DeliveryStatus, OrderSequence, OutboxEvent
+from app.shared.retention import prune_before
 from app.shared.states import EvaluationStatus, LearningStatus, OrderStatus, SmsStatus
 
 E = EventType
@@ -49,6 +51,7 @@ COURSES = 40
 MANAGERS = 30
 ORDERS_PER_PHONE = 3
 PHONE_PREFIX = 1000  # 010-1000-0000 onwards; the benchmark's own orders use 2000 and up
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SENDER = "console"  # the default SMS provider's name (app.notification.senders.ConsoleSender)
 
 
@@ -421,7 +424,7 @@ def main_statements(p: dict) -> list[tuple[str, str]]:
                     "done_at": "e.at + interval '120 milliseconds'",
                 },
                 f"FROM hist_events e JOIN {subscriptions_sql()} USING (event_type) "
-                "ORDER BY e.at, s.consumer",
+                f"WHERE {IN_WINDOW} ORDER BY e.at, s.consumer",
             ),
         ),
         ("processed messages", processed_sql("main")),
@@ -472,6 +475,11 @@ def main_statements(p: dict) -> list[tuple[str, str]]:
     ]
 
 
+# The retention sweep has deleted the deliveries and processed records of the events older than
+# the deduplication window: the preload writes only those of younger ones.
+IN_WINDOW = "e.at >= %(kept_since)s::timestamptz"
+
+
 def processed_sql(bind: str) -> str:
     table = PROCESSED[bind]
     return insert_sql(
@@ -483,7 +491,7 @@ def processed_sql(bind: str) -> str:
         },
         f"FROM hist_events e JOIN {subscriptions_sql()} USING (event_type) "
         # In key order: the index grows at its end instead of at random pages.
-        f"WHERE s.bind = '{bind}' ORDER BY s.consumer, e.event_id",
+        f"WHERE s.bind = '{bind}' AND {IN_WINDOW} ORDER BY s.consumer, e.event_id",
     )
 
 
@@ -607,11 +615,15 @@ def preload(
     now: datetime | None = None,
     log: Callable[[str], None] = print,
     vacuum: bool = True,
+    dedup_window_s: float | None = None,
 ) -> Loaded:
     """Load `orders` orders of history into both databases, then VACUUM ANALYZE what it
     loaded (the server may run no autovacuum: a year-old database would have been vacuumed
-    and analyzed many times over). Nothing else may write while it runs (it gives ids)."""
+    and analyzed many times over). With a `dedup_window_s`, the deliveries and processed
+    records are those the retention sweep would have kept; without, every one. Nothing else
+    may write while it runs (it gives ids)."""
     now = now or datetime.now(UTC)
+    kept_since = prune_before(dedup_window_s, now) if dedup_window_s is not None else EPOCH
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     rows: dict[str, int] = {}
@@ -628,6 +640,7 @@ def preload(
             "n": orders,
             "base": 0,
             "now": now,
+            "kept_since": kept_since,
             "first_order": _next_id(main, _t(Order)),
             "first_learning": _next_id(main, _t(Learning)),
             "first_evaluation": _next_id(main, _t(Evaluation)),

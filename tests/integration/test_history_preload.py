@@ -28,11 +28,14 @@ from app.shared.db.engine import make_engine
 from app.shared.idempotency import PROCESSED
 from app.shared.outbox.tables import Delivery, DeliveryStatus, OrderSequence, OutboxEvent
 from app.shared.phone import normalize_mobile
+from app.shared.retention import prune_before
 from app.shared.states import EvaluationStatus, LearningStatus, OrderStatus, SmsStatus
 from bench import history
 from tests.conftest import REDIS_URL, drop_database, fresh_database
 
 ORDERS = 200
+# Of a year of history, the last 60 days keep their deliveries and processed records.
+WINDOW_S = 60 * 86400.0
 STORIES = {
     OrderStatus.COMPLETED: (LearningStatus.COMPLETED, EvaluationStatus.FINAL),
     OrderStatus.CANCELLED: (LearningStatus.CANCELLED, EvaluationStatus.CANCELLED),
@@ -60,14 +63,15 @@ def loaded(tmp_path_factory):
     )
     upgrade(settings)
     schema_before = [_schema(url) for url in urls]
-    result = history.preload(*urls, ORDERS, now=datetime.now(UTC), log=lambda _m: None)
+    now = datetime.now(UTC)
+    result = history.preload(*urls, ORDERS, now=now, log=lambda _m: None, dedup_window_s=WINDOW_S)
     assert [_schema(url) for url in urls] == schema_before  # indexes dropped, then made again
     engines = [
         make_engine(url) for url in (settings.database_url, settings.notification_database_url)
     ]
     try:
         with Session(engines[0]) as main, Session(engines[1]) as notification:
-            yield result, main, notification, urls
+            yield result, main, notification, urls, now
     finally:
         for engine in engines:
             engine.dispose()
@@ -99,7 +103,7 @@ def _events(session: Session) -> dict[str, list]:
 
 
 def test_given_a_preloaded_history_then_each_order_has_its_learning_and_evaluation(loaded):
-    _result, main, _notification, _urls = loaded
+    _result, main, _notification, _urls, _now = loaded
     orders = {o.order_no: o for o in _all(main, Order)}
     learnings = {x.order_no: x for x in _all(main, Learning)}
     evaluations = {x.order_no: x for x in _all(main, Evaluation)}
@@ -129,7 +133,10 @@ def test_given_a_preloaded_history_then_each_order_has_its_learning_and_evaluati
 
 
 def test_given_a_preloaded_history_then_sequences_deliveries_and_records_match(loaded):
-    _result, main, notification, _urls = loaded
+    """Every event in per-order sequence; the events the window still holds (those the
+    retention sweep has not deleted) have one DONE delivery and one processed record per
+    subscribed consumer, older ones neither."""
+    _result, main, notification, _urls, now = loaded
     events = _events(main)
     last = {s.order_no: s.last_sequence for s in _all(main, OrderSequence)}
     deliveries = defaultdict(set)
@@ -141,23 +148,30 @@ def test_given_a_preloaded_history_then_sequences_deliveries_and_records_match(l
     )
     table = PROCESSED["notification"]
     processed |= set(notification.execute(select(table.c.consumer, table.c.event_id)))
+    kept_since = prune_before(WINDOW_S, now)
 
     assert len(events) == ORDERS == len(last)
+    in_window = 0
     for order_no, order_events in events.items():
         assert [e.sequence for e in order_events] == list(range(1, last[order_no] + 1))
         times = [e.occurred_at for e in order_events]
         assert times == sorted(times) and times[-1] < datetime.now(UTC)
         for event in order_events:
             assert uuid.UUID(event.event_id).version == 7  # time-ordered, as the app's
-            assert deliveries[event.event_id] == set(subscribers(event.event_type))
+            kept = event.occurred_at >= kept_since
+            in_window += kept
+            expected = set(subscribers(event.event_type)) if kept else set()
+            assert deliveries[event.event_id] == expected
             for consumer in subscribers(event.event_type):
-                assert (consumer, event.event_id) in processed
+                assert ((consumer, event.event_id) in processed) == kept
+    # About 60 of 365 days: both kinds of events are there.
+    assert 0 < in_window < sum(len(e) for e in events.values())
     assert len(processed) == sum(len(c) for c in deliveries.values())
     assert {BY_CONSUMER[c].bind for c, _e in processed} == {"main", "notification"}
 
 
 def test_given_a_preloaded_history_then_my_page_is_the_fold_of_the_events(loaded):
-    _result, main, _notification, _urls = loaded
+    _result, main, _notification, _urls, _now = loaded
     rows = {r.order_no: r for r in _all(main, MyPageRow)}
     columns = [c.name for c in MyPageRow.__table__.c]
 
@@ -171,7 +185,7 @@ def test_given_a_preloaded_history_then_my_page_is_the_fold_of_the_events(loaded
 
 
 def test_given_a_preloaded_history_then_each_message_event_sent_one_sms(loaded):
-    _result, main, notification, _urls = loaded
+    _result, main, notification, _urls, _now = loaded
     sent = {(m.event_id, m.phone): m for m in _all(notification, SmsMessage)}
     expected = 0
     for order_events in _events(main).values():
@@ -188,6 +202,6 @@ def test_given_a_preloaded_history_then_each_message_event_sent_one_sms(loaded):
 
 
 def test_given_history_loaded_once_then_loading_it_again_is_refused(loaded):
-    *_sessions, urls = loaded
+    *_sessions, urls, _now = loaded
     with pytest.raises(RuntimeError, match="already loaded"):
         history.preload(*urls, 10, log=lambda _m: None)
