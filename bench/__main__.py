@@ -32,6 +32,7 @@ import psutil
 import redis
 
 from app.config import Settings
+from app.shared.retention import MAX_GRACE_S
 from bench import history, loadgen, report
 from bench.loadgen import Spec, mypage_phone, percentile
 from bench.system import (
@@ -67,6 +68,8 @@ PROFILES = {
         "mypage_small": 10_000,
         "mypage_large": 1_000_000,
         "managers": 20,
+        "retention_window_s": 20,  # DEDUP_WINDOW of the retention phase
+        "retention_s": 120,
     },
     "quick": {
         "clients": 8,
@@ -84,10 +87,22 @@ PROFILES = {
         "mypage_small": 10_000,
         "mypage_large": 100_000,
         "managers": 20,
+        "retention_window_s": 10,
+        "retention_s": 80,
     },
 }
 
-PHASES = ("hello", "noop", "mypage", "floor", "post", "sustained", "latency", "final")
+PHASES = (
+    "hello",
+    "noop",
+    "mypage",
+    "floor",
+    "post",
+    "sustained",
+    "latency",
+    "final",
+    "retention",
+)
 
 GOALS = {
     "e2e_orders_per_s": (">=", 300),
@@ -96,6 +111,9 @@ GOALS = {
     "final_p99_ms": ("<", 50),
     # "flat": the 1M-row p99 within 1.5x of the 10k-row p99.
     "mypage_get_1m_vs_10k": ("<=", 1.5),
+    # "flat": with a short DEDUP_WINDOW, once the window has filled, the bookkeeping rows of
+    # the retention phase's second half within 1.2x of its first half's.
+    "retention_rows_end_vs_filled": ("<=", 1.2),
     # With --history: each figure within 1.2x of the empty database's (a rate at least 1/1.2).
     "history_orders_post_vs_empty": (">=", round(1 / 1.2, 3)),
     "history_e2e_vs_empty": (">=", round(1 / 1.2, 3)),
@@ -151,6 +169,28 @@ class Poller:
 
     def _run(self) -> None:
         raise NotImplementedError
+
+
+class BookkeepingSampler(Poller):
+    """Every second: the rows the retention sweep bounds (DONE deliveries, the processed
+    records of both databases), as (seconds since `began`, rows)."""
+
+    def __init__(self, dbs: Databases, began: float):
+        super().__init__(dbs, 1.0)
+        self.began = began
+        self.samples: list[tuple[float, int]] = []
+
+    def _run(self) -> None:
+        with self.dbs.connect() as main, self.dbs.connect("notification") as notification:
+            while not self._stop.wait(self.interval_s):
+                rows = main.execute(
+                    "SELECT (SELECT count(*) FROM outbox_deliveries WHERE status = 'DONE')"
+                    " + (SELECT count(*) FROM processed_messages)"
+                ).fetchone()[0]
+                rows += notification.execute(
+                    "SELECT count(*) FROM notification_processed_messages"
+                ).fetchone()[0]
+                self.samples.append((time.monotonic() - self.began, rows))
 
 
 class PgSampler(Poller):
@@ -413,6 +453,8 @@ class Bench:
             self.phase_latency()
         if "final" in want:
             self.phase_final()
+        if "retention" in want:
+            self.phase_retention()
         if self.args.history:
             self.phase_history(self.args.history)
         if "mypage" in want:
@@ -555,8 +597,10 @@ class Bench:
                 "POST", "/managers", {"name": f"벤치매니저{i:02d}", "phone": f"010-4999-{i:04d}"}
             )
 
-    def start_pipeline(self) -> None:
-        relay = self.procs.start("relay", [sys.executable, "-m", "app.cli", "relay"])
+    def start_pipeline(self, settings: dict[str, str] | None = None) -> None:
+        """The relay and the workers, with `settings` over the system's environment."""
+        env = {**self.env, **(settings or {})}
+        relay = self.procs.start("relay", [sys.executable, "-m", "app.cli", "relay"], env)
         workers = []
         for group in self.layout.workers:
             argv = [
@@ -564,7 +608,7 @@ class Bench:
                 "--concurrency", str(group.concurrency),
                 "--hostname", f"bench-{group.name}-{self.tag}@%h",
             ]  # fmt: skip
-            workers.append((group, self.procs.start(f"worker-{group.name}", argv)))
+            workers.append((group, self.procs.start(f"worker-{group.name}", argv, env)))
         for group, proc in workers:
             wait_log(self.run_dir / "logs" / f"worker-{group.name}.log", " ready.", 60, proc)
         wait_log(self.run_dir / "logs" / "relay.log", "relay.start", 30, relay)
@@ -1187,6 +1231,64 @@ class Bench:
         self.procs.stop("relay")
         for group in self.layout.workers:
             self.procs.stop(f"worker-{group.name}")
+
+    def phase_retention(self) -> None:
+        """Orders keep coming at half the sustained rate while the pipeline runs with a short
+        DEDUP_WINDOW and a sweep every second: once the window (and the sweep's grace, as long
+        again) has filled, the bookkeeping rows must stay flat. Without the sweep they would
+        grow with the time the load runs."""
+        window, duration = self.p["retention_window_s"], self.p["retention_s"]
+        rate = max(2.0, self.results.get("e2e_orders_per_s", 100.0) / 2)
+        # The rows the sweep keeps cover the window and its grace; half as long again lets the
+        # pipeline's own delays settle before the plateau is measured.
+        filled_s = round(1.5 * (window + min(window, MAX_GRACE_S))) + 2
+        log(
+            f"retention: DEDUP_WINDOW={window}s, {rate:.1f} orders/s open loop for {duration}s,"
+            f" bookkeeping rows sampled every second"
+        )
+        self.drain()  # what the phases before left
+        self.stop_pipeline()
+        self.start_pipeline({"DEDUP_WINDOW": str(window), "PRUNE_INTERVAL_S": "1"})
+        began = time.monotonic()
+        with BookkeepingSampler(self.dbs, began) as sampler:
+            r = loadgen.run(
+                self.spec(
+                    "order",
+                    processes=4,
+                    duration_s=duration,
+                    rate_per_s=rate,
+                    phone_base=self.phones(),
+                )
+            )
+        self.stop_pipeline()
+        self.start_pipeline()
+        self.drain()
+        samples = sampler.samples
+        plateau = [rows for at, rows in samples if at >= filled_s]
+        half = len(plateau) // 2
+        # Flat: the plateau's second half holds as many rows as its first; rows that grew
+        # with time would give (for these lengths) 1.4x or more.
+        first, second = plateau[:half], plateau[half:]
+        filled = round(sum(first) / len(first)) if first else None
+        end = round(sum(second) / len(second)) if second else None
+        self.results["retention_rows_end_vs_filled"] = (
+            round(end / filled, 3) if filled and end is not None else None
+        )
+        self.details["retention"] = {
+            "dedup_window_s": window,
+            "rate_per_s": round(rate, 1),
+            "orders": len(r.ok((201,))),
+            "statuses": r.statuses(),
+            "filled_after_s": filled_s,
+            "rows_first_half_mean": filled,
+            "rows_second_half_mean": end,
+            "rows_max_after_filled": max(plateau, default=None),
+            "samples": [(round(at, 1), n) for at, n in samples],
+        }
+        log(
+            f"  bookkeeping rows from {filled_s}s to {duration}s: {filled} in the first half,"
+            f" {end} in the second: {self.results['retention_rows_end_vs_filled']}x"
+        )
 
     def phase_history(self, orders: int) -> None:
         """Preload `orders` orders of history (bench/history.py) with the relay and workers

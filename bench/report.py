@@ -109,6 +109,7 @@ ROWS = [
     ("mypage_get_p99_ms_1m", "GET /mypage p99, large", "ms", "mypage_get_1m_vs_10k"),
     ("cpu_ms_per_order", "CPU per order (app processes)", "ms", None),
     ("cpu_ms_per_order_with_servers", "CPU per order (+ PostgreSQL, Redis)", "ms", None),
+    ("retention_rows_end_vs_filled", "bookkeeping, short window: 2nd/1st", "x", None),
 ]
 
 RATIO_LABELS = {
@@ -129,6 +130,7 @@ GOAL_OF_ROW = {
     "post_to_mypage_p99_ms": "post_to_mypage_p99_ms",
     "final_p99_ms": "final_p99_ms",
     "mypage_get_p99_ms_1m": "mypage_get_1m_vs_10k",
+    "retention_rows_end_vs_filled": "retention_rows_end_vs_filled",
 }
 
 
