@@ -112,6 +112,8 @@ class Settings:
     hsts: bool = False
     dedup_window_s: float = 7 * 86400.0
     prune_interval_s: float = 60.0
+    # OTEL_TRACES_EXPORTER's exporters; none: tracing off (app.tracing).
+    traces_exporters: tuple[str, ...] = ()
 
     @property
     def heartbeats_dir(self) -> Path:
@@ -185,6 +187,7 @@ class Settings:
             hsts=_choice(env, "HSTS", "false", ("true", "false")) == "true",
             dedup_window_s=_duration(env, "DEDUP_WINDOW", 7 * 86400.0),
             prune_interval_s=_float(env, "PRUNE_INTERVAL_S", 60.0, minimum=0.1),
+            traces_exporters=_traces_exporters(env),
         )
 
 
@@ -199,6 +202,45 @@ def _secret(env: dict[str, str], name: str) -> str | None:
         return Path(path).read_text().strip() or None
     except OSError as exc:
         raise ConfigError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+
+
+# The exporters shipped; another installed package may register more under this group.
+_EXPORTERS = ("otlp", "console")
+_EXPORTER_GROUP = "opentelemetry_traces_exporter"
+
+
+def _traces_exporters(env: dict[str, str]) -> tuple[str, ...]:
+    """OTEL_TRACES_EXPORTER's names, none unless set: tracing is off by default (the
+    OpenTelemetry SDK's own default would be otlp). OTEL_SDK_DISABLED=true turns it off."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return ()
+    raw = env.get("OTEL_TRACES_EXPORTER", "")
+    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip() not in ("", "none")))
+    unknown = [n for n in names if n not in _EXPORTERS]
+    if unknown:
+        from importlib.metadata import entry_points
+
+        registered = {ep.name for ep in entry_points(group=_EXPORTER_GROUP)}
+        unknown = [n for n in unknown if n not in registered]
+    if unknown:
+        raise ConfigError(
+            f"OTEL_TRACES_EXPORTER names no installed exporter: {', '.join(unknown)} "
+            f"(otlp, console or none)"
+        )
+    if "otlp" in names:
+        protocol = (
+            env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or "http/protobuf"
+        )
+        if protocol != "http/protobuf":
+            name = (
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+                if env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                else "OTEL_EXPORTER_OTLP_PROTOCOL"
+            )
+            raise ConfigError(f"{name} must be http/protobuf (the one shipped), got {protocol!r}")
+    return names
 
 
 def _rate(env: dict[str, str], name: str, default: str) -> str:
