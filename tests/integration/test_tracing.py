@@ -136,9 +136,7 @@ def test_a_batch_of_several_orders_is_linked_to_each_request_in_a_trace_of_its_o
     assert publish.parent is None
     assert publish.context.trace_id not in {r.context.trace_id for r in requests}
     process = named(spans, "process mypage.project")
-    assert {link.context.span_id for link in process.links} == {
-        r.context.span_id for r in requests
-    }
+    assert {link.context.span_id for link in process.links} == {r.context.span_id for r in requests}
 
 
 def test_with_no_exporter_set_nothing_of_tracing_is_set_up_or_carried(tmp_path):
