@@ -54,6 +54,16 @@ def current_context() -> TraceContext | None:
     return carrier or None
 
 
+def current_trace_id() -> str | None:
+    """The id of the current trace (for the logs), when tracing is on and a span is current."""
+    if _tracer is None:
+        return None
+    from opentelemetry import trace
+
+    span_context = trace.get_current_span().get_span_context()
+    return f"{span_context.trace_id:032x}" if span_context.is_valid else None
+
+
 def set_attributes(attributes: Mapping[str, str]) -> None:
     """Tag the current span (a request's correlation id, say)."""
     if _tracer is None:

@@ -4,6 +4,7 @@ OTLP over HTTP, as the README configures them, to a receiver this test serves on
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -196,7 +197,9 @@ def under(span: Span, spans: list[Span]) -> list[Span]:
     return found
 
 
-def test_one_order_gives_one_trace_through_the_api_the_relay_and_every_consumer(api, receiver):
+def test_one_order_gives_one_trace_through_the_api_the_relay_and_every_consumer(
+    api, receiver, traced
+):
     api.a_manager("추적매니저")
     course = api.post("/courses", course_body(), expect=201).json()
     request_id = f"order-{uuid.uuid4().hex[:12]}"
@@ -246,6 +249,10 @@ def test_one_order_gives_one_trace_through_the_api_the_relay_and_every_consumer(
     assert any(s.attributes.get("db.system") == "postgresql" for s in under(started_by, spans))
     relay_work = [s for p in publications for s in under(p, spans)]
     assert any(s.attributes.get("db.system") == "redis" for s in relay_work), relay_work
+    # The workers' log lines of that work name the trace.
+    lines = (traced.logs / "worker.log").read_text(encoding="utf-8").splitlines()
+    handled = [json.loads(line) for line in lines if '"events.handled"' in line]
+    assert any(entry.get("trace_id") == request.trace_id for entry in handled)
 
 
 def test_a_final_score_gives_the_chains_two_steps_under_the_request(api, receiver):
