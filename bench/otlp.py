@@ -1,10 +1,12 @@
-"""An OTLP/HTTP trace sink for the benchmark: it takes what the traced processes export and
-only counts the spans, so that the figure is tracing's cost to the system, not a backend's."""
+"""An OTLP/HTTP trace sink: it takes what traced processes export and counts the spans (the
+benchmark's figure is then tracing's cost to the system, not a backend's), or hands each
+export to `take` (the tests read the spans)."""
 
 from __future__ import annotations
 
 import gzip
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -16,7 +18,7 @@ _ANSWER = ExportTraceServiceResponse().SerializeToString()
 
 
 class OtlpSink:
-    def __init__(self):
+    def __init__(self, take: Callable[[ExportTraceServiceRequest], None] | None = None):
         self.spans = 0
         self._lock = threading.Lock()
         sink = self
@@ -33,6 +35,8 @@ class OtlpSink:
                 )
                 with sink._lock:
                     sink.spans += count
+                if take is not None:
+                    take(request)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(_ANSWER)))

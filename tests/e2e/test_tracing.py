@@ -1,9 +1,9 @@
 """Traces across real processes: the API, the relay and a worker, each exporting its spans by
-OTLP over HTTP, as the README configures them, to a receiver this test serves on loopback."""
+OTLP over HTTP, as the README configures them, to a receiver this test serves on loopback
+(the benchmark's sink, handing each export to the test)."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess
@@ -12,15 +12,12 @@ import threading
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import redis
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from bench.otlp import OtlpSink
 from tests.conftest import REDIS_URL, drop_database, fresh_database
 from tests.e2e.client import Client
 from tests.e2e.conftest import Processes
@@ -49,9 +46,7 @@ class Receiver:
     spans: list[Span] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def take(self, body: bytes) -> None:
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(body)
+    def take(self, request: ExportTraceServiceRequest) -> None:
         for resource_spans in request.resource_spans:
             resource = _attributes(resource_spans.resource.attributes)
             for scope_spans in resource_spans.scope_spans:
@@ -102,30 +97,10 @@ def _attributes(pairs) -> dict:
 @pytest.fixture(scope="module")
 def receiver():
     state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            state.take(body)
-            answer = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
+    sink = OtlpSink(take=state.take)
+    state.url = sink.url
     yield state
-    server.shutdown()
-    server.server_close()
+    sink.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sqlalchemy import select
 
 from app.config import ConfigError, Settings
-from app.notification.handlers import NotificationUnitOfWork, record_sms, send_pending_sms
-from app.notification.model import SmsMessage
 from app.notification.senders import (
     Outgoing,
     PermanentSendError,
@@ -28,9 +23,9 @@ from app.notification.senders import (
     TransientSendError,
     make_sender,
 )
-from app.shared.events import Event, EventType
 from app.shared.states import SmsStatus
-from tests.helpers import random_phone
+from tests.integration.sms import a_pending_sms, send, stored
+from tests.loopback import no_proxy, serving
 
 API_KEY = "NCSTESTKEY0000001"
 API_SECRET = "test-secret-0123456789abcdefghijklmnopqrstuv"
@@ -157,43 +152,17 @@ class Solapi:
 
 @pytest.fixture
 def solapi(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    no_proxy(monkeypatch)
     state = Solapi()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.path != "/messages/v4/send":
-                status, body, delay = 404, {"errorCode": "NotFound"}, 0.0
-            else:
-                status, body, delay = state.answer(
-                    self.headers.get("Authorization", ""), json.loads(raw)
-                )
-            time.sleep(delay)
-            data = json.dumps(body, ensure_ascii=False).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:
-                pass  # the client timed out and left
+    def answer(path, headers, body):
+        if path != "/messages/v4/send":
+            return 404, {"errorCode": "NotFound"}, 0.0
+        return state.answer(headers.get("Authorization", ""), body)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(answer) as url:
+        state.url = url
+        yield state
 
 
 def settings_for(solapi: Solapi, **env: str) -> Settings:
@@ -377,31 +346,6 @@ def test_korean_sender_numbers_are_taken(number):
 
 
 # Through send_pending_sms, on the notification database
-
-
-def a_pending_sms(container) -> Event:
-    order_no = "O" + uuid.uuid4().hex[:12].upper()
-    event = Event(
-        EventType.COURSE_ORDERED,
-        order_no,
-        {"order_no": order_no, "phone": random_phone(), "course_title": "파이썬 입문"},
-    )
-    with container.notification_uow() as uow:
-        record_sms(uow, [event])
-        uow.commit()
-    return event
-
-
-def stored(container, event: Event) -> SmsMessage:
-    with container.notification_uow() as uow:
-        return uow.session.execute(
-            select(SmsMessage).where(SmsMessage.event_id == event.event_id)
-        ).scalar_one()
-
-
-def send(container, event, sender, max_attempts=3) -> dict[str, str]:
-    uow = NotificationUnitOfWork(lambda: container.db.session("notification"), sender, max_attempts)
-    return send_pending_sms(uow, [event])
 
 
 def test_a_sent_sms_keeps_solapis_message_id_and_is_not_sent_again(container, solapi, sender):
