@@ -32,12 +32,15 @@ def create_app(container: Container | None = None) -> Flask:
     from app.orders import api as orders_api
     from app.security import install as install_security
     from app.shared.api import OnlineStudyApi, refuse_nul_characters, register_error_handlers
+    from app.tracing import install as install_tracing
+    from app.tracing import trace_app
 
     c = container or bootstrap()
     settings = c.settings
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # each gunicorn worker writes its metrics there
         Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     configure_logging(settings.log_level)
+    traced = install_tracing("api", settings)  # before any engine is made: they are traced
     app = Flask(__name__)
     app.config.update(
         API_TITLE="onlinestudy",
@@ -65,6 +68,8 @@ def create_app(container: Container | None = None) -> Flask:
     )
     # Korean stays readable in responses (Flask's default provider, typed as the base class).
     cast(DefaultJSONProvider, app.json).ensure_ascii = False
+    if traced:
+        trace_app(app)
     api = OnlineStudyApi(app)
     register_error_handlers(app)
     refuse_nul_characters(app)

@@ -17,7 +17,6 @@ def bootstrap(settings: Settings | None = None, sms_sender: SmsSender | None = N
     return Container(
         settings,
         OutboxWriter(subscribers, deferred=deferred_deliveries(settings.score_sync_timeout_s)),
-        sms_sender
-        or make_sender(settings.sms_provider, settings.sms_http_url, settings.sms_http_timeout_s),
+        sms_sender or make_sender(settings),
         learning_consumers=[p.consumer for p in POLICIES if p.queue == Queue.LEARNING],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +98,13 @@ class Settings:
     sms_provider: str = "console"
     sms_http_url: str = ""
     sms_http_timeout_s: float = 3.0
+    # SMS_PROVIDER=solapi: the API key and secret, the sender number registered with SOLAPI,
+    # the subject of an LMS, where the API is.
+    solapi_api_key: str | None = field(default=None, repr=False)
+    solapi_api_secret: str | None = field(default=None, repr=False)
+    sms_sender_number: str = ""
+    sms_lms_subject: str = "온라인스터디"
+    solapi_base_url: str = "https://api.solapi.com"
     log_level: str = "INFO"
     worker_heartbeat_s: float = 10.0
     jwt_algorithm: str = "HS256"
@@ -112,6 +120,8 @@ class Settings:
     hsts: bool = False
     dedup_window_s: float = 7 * 86400.0
     prune_interval_s: float = 60.0
+    # OTEL_TRACES_EXPORTER's exporters; none: tracing off (app.tracing).
+    traces_exporters: tuple[str, ...] = ()
 
     @property
     def heartbeats_dir(self) -> Path:
@@ -145,10 +155,11 @@ class Settings:
             ("filesystem://", "redis://", "rediss://", "amqp://", "pyamqp://")
         ):
             raise ConfigError(f"CELERY_BROKER_URL has an unsupported scheme: {broker_url!r}")
-        sms_provider = _choice(env, "SMS_PROVIDER", "console", ("console", "http"))
+        sms_provider = _choice(env, "SMS_PROVIDER", "console", ("console", "http", "solapi"))
         sms_http_url = env.get("SMS_HTTP_URL", "")
         if sms_provider == "http" and not sms_http_url.startswith(("http://", "https://")):
             raise ConfigError("SMS_PROVIDER=http needs SMS_HTTP_URL (an http:// or https:// URL)")
+        solapi = _solapi(env, sms_provider == "solapi")
         return cls(
             var_dir=var_dir,
             database_url=_psycopg(database_url),
@@ -167,6 +178,11 @@ class Settings:
             sms_provider=sms_provider,
             sms_http_url=sms_http_url,
             sms_http_timeout_s=_float(env, "SMS_HTTP_TIMEOUT_S", 3.0, minimum=0.1),
+            solapi_api_key=solapi.api_key,
+            solapi_api_secret=solapi.api_secret,
+            sms_sender_number=solapi.sender_number,
+            sms_lms_subject=solapi.lms_subject,
+            solapi_base_url=solapi.base_url,
             log_level=_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             worker_heartbeat_s=_float(env, "WORKER_HEARTBEAT_S", 10.0, minimum=0.1),
             jwt_algorithm=_choice(env, "JWT_ALGORITHM", "HS256", ("HS256", "RS256")),
@@ -185,7 +201,58 @@ class Settings:
             hsts=_choice(env, "HSTS", "false", ("true", "false")) == "true",
             dedup_window_s=_duration(env, "DEDUP_WINDOW", 7 * 86400.0),
             prune_interval_s=_float(env, "PRUNE_INTERVAL_S", 60.0, minimum=0.1),
+            traces_exporters=_traces_exporters(env),
         )
+
+
+# A Korean sender number: a landline or mobile number (0 and 9 to 11 digits) or a
+# representative number (15xx-xxxx to 19xx-xxxx).
+_SENDER_NUMBER = re.compile(r"^(0\d{8,10}|1[5-9]\d{6})$")
+
+
+@dataclass(frozen=True)
+class _Solapi:
+    api_key: str | None
+    api_secret: str | None
+    sender_number: str
+    lms_subject: str
+    base_url: str
+
+
+def _solapi(env: dict[str, str], chosen: bool) -> _Solapi:
+    """SMS_PROVIDER=solapi's settings, each required then (the key and the secret may come
+    from files, as the other secrets)."""
+    values = _Solapi(
+        api_key=_secret(env, "SOLAPI_API_KEY"),
+        api_secret=_secret(env, "SOLAPI_API_SECRET"),
+        sender_number=env.get("SMS_SENDER_NUMBER", "").strip(),
+        lms_subject=env.get("SMS_LMS_SUBJECT") or "온라인스터디",
+        base_url=env.get("SOLAPI_BASE_URL") or "https://api.solapi.com",
+    )
+    if not chosen:
+        return values
+    for name, value in (
+        ("SOLAPI_API_KEY", values.api_key),
+        ("SOLAPI_API_SECRET", values.api_secret),
+    ):
+        if not value:
+            raise ConfigError(f"SMS_PROVIDER=solapi needs {name} (or {name}_FILE)")
+    if not _SENDER_NUMBER.match(values.sender_number.replace("-", "")):
+        raise ConfigError(
+            "SMS_PROVIDER=solapi needs SMS_SENDER_NUMBER, the sender number registered with "
+            f"SOLAPI (e.g. 02-1234-5678 or 1588-1234), got {values.sender_number!r}"
+        )
+    try:
+        subject_bytes = len(values.lms_subject.encode("euc-kr"))
+    except UnicodeEncodeError:
+        subject_bytes = 41  # an LMS subject is EUC-KR too
+    if subject_bytes > 40:
+        raise ConfigError(
+            f"SMS_LMS_SUBJECT must be at most 40 bytes of EUC-KR, got {values.lms_subject!r}"
+        )
+    if not values.base_url.startswith(("http://", "https://")):
+        raise ConfigError("SOLAPI_BASE_URL must be an http:// or https:// URL")
+    return values
 
 
 def _secret(env: dict[str, str], name: str) -> str | None:
@@ -199,6 +266,45 @@ def _secret(env: dict[str, str], name: str) -> str | None:
         return Path(path).read_text().strip() or None
     except OSError as exc:
         raise ConfigError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+
+
+# The exporters shipped; another installed package may register more under this group.
+_EXPORTERS = ("otlp", "console")
+_EXPORTER_GROUP = "opentelemetry_traces_exporter"
+
+
+def _traces_exporters(env: dict[str, str]) -> tuple[str, ...]:
+    """OTEL_TRACES_EXPORTER's names, none unless set: tracing is off by default (the
+    OpenTelemetry SDK's own default would be otlp). OTEL_SDK_DISABLED=true turns it off."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return ()
+    raw = env.get("OTEL_TRACES_EXPORTER", "")
+    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip() not in ("", "none")))
+    unknown = [n for n in names if n not in _EXPORTERS]
+    if unknown:
+        from importlib.metadata import entry_points
+
+        registered = {ep.name for ep in entry_points(group=_EXPORTER_GROUP)}
+        unknown = [n for n in unknown if n not in registered]
+    if unknown:
+        raise ConfigError(
+            f"OTEL_TRACES_EXPORTER names no installed exporter: {', '.join(unknown)} "
+            f"(otlp, console or none)"
+        )
+    if "otlp" in names:
+        protocol = (
+            env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or "http/protobuf"
+        )
+        if protocol != "http/protobuf":
+            name = (
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+                if env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                else "OTEL_EXPORTER_OTLP_PROTOCOL"
+            )
+            raise ConfigError(f"{name} must be http/protobuf (the one shipped), got {protocol!r}")
+    return names
 
 
 def _rate(env: dict[str, str], name: str, default: str) -> str:

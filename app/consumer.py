@@ -22,6 +22,7 @@ from app.shared.db.base import utcnow
 from app.shared.events import Event
 from app.shared.idempotency import claim_all
 from app.shared.outbox.acks import announce_task_done, park, record_done, record_failure
+from app.shared.tracing import consuming
 from app.shared.uow import UnitOfWork, correlation_id
 
 log = structlog.get_logger(__name__)
@@ -40,6 +41,14 @@ def consume(
     """Handle each event of the batch; returns the ids now recorded as done. With
     `announce_end` (a worker's task), tell the relay the task is over: in the batch's last
     transaction when it has one on the main database, else by a NOTIFY of its own."""
+    envelopes = list(envelopes)
+    with consuming(policy.consumer, envelopes):
+        return _consume(container, policy, envelopes, announce_end)
+
+
+def _consume(
+    container: Container, policy: Policy[U], envelopes: list[dict[str, Any]], announce_end: bool
+) -> list[str]:
     events = _routed(policy, envelopes)
     expired = _expired(container, events)
     if expired:

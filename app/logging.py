@@ -1,4 +1,5 @@
-"""JSON logs with structlog; the correlation id of the current request or event rides along."""
+"""JSON logs with structlog; the correlation id of the current request or event rides along,
+and the trace id when tracing is on."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from app.shared.tracing import current_trace_id
 from app.shared.uow import correlation_id
 
 
@@ -15,6 +17,9 @@ def _add_correlation_id(_logger: WrappedLogger, _name: str, event_dict: EventDic
     cid = correlation_id.get()
     if cid:
         event_dict.setdefault("correlation_id", cid)
+    trace_id = current_trace_id()  # with tracing on: the log line leads to its trace
+    if trace_id:
+        event_dict.setdefault("trace_id", trace_id)
     return event_dict
 
 

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from app.shared.outbox.tables import Delivery, DeliveryStatus, has_status, pending
 from app.shared.queues import Queue
 from app.shared.retention import extents
+from app.shared.tracing import set_attributes as set_span_attributes
 from app.shared.uow import correlation_id
 
 HTTP_REQUESTS = Counter(
@@ -188,6 +189,7 @@ def install(
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if valid_id.match(incoming) else uuid.uuid4().hex
         g.correlation_token = correlation_id.set(g.request_id)
+        set_span_attributes({"onlinestudy.correlation_id": g.request_id})  # find it by X-Request-ID
         g.started = time.perf_counter()
 
     @app.after_request

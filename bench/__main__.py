@@ -35,6 +35,7 @@ from app.config import Settings
 from app.shared.retention import MAX_GRACE_S
 from bench import history, loadgen, report
 from bench.loadgen import Spec, mypage_phone, percentile
+from bench.otlp import OtlpSink
 from bench.system import (
     REDIS_URL,
     ROOT,
@@ -98,6 +99,7 @@ PHASES = (
     "mypage",
     "floor",
     "post",
+    "traced",
     "sustained",
     "latency",
     "final",
@@ -441,6 +443,8 @@ class Bench:
             self.phase_floor()
         if "post" in want:
             self.phase_post()
+        if "traced" in want:
+            self.phase_traced()
         if self.args.drain:
             self.phase_drain()
         else:
@@ -756,6 +760,54 @@ class Bench:
         if not self.args.drain:  # else phase_drain() delivers them
             self.set_aside_deliveries()
         log(f"  {self.results['orders_post_per_s']}/s p99 {self.results['orders_post_p99_ms']} ms")
+
+    def phase_traced(self) -> None:
+        """POST /orders again, the API alone, with tracing on: every API process exports its
+        spans by OTLP/HTTP (the SDK's default batching) to a sink here that only counts them.
+        Its rate over the untraced POST phase of the same run is what tracing costs; off, it
+        is not set up at all (tests/integration/test_tracing.py)."""
+        log("POST /orders with tracing on (the API alone)")
+        sink = OtlpSink()
+        untraced_api = self.api
+        self.procs.stop("api")
+        port = free_port()
+        env = dict(self.env, OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=sink.url)
+        proc = self.procs.gunicorn(
+            "api-traced", "app:create_app()", port, self.layout.api_workers, env
+        )
+        self.api = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{self.api}/health/live", process=proc)
+            loadgen.run(self.spec("order", duration_s=2, phone_base=self.phones()))
+            spans_before = sink.spans
+            r, cpu = self.measured(
+                "orders_post_traced",
+                lambda: loadgen.run(
+                    self.spec("order", duration_s=self.p["post_s"], phone_base=self.phones())
+                ),
+            )
+            time.sleep(6)  # the exporters' last batches (every 5 s by default)
+            spans = sink.spans - spans_before
+        finally:
+            self.procs.stop("api-traced")
+            sink.close()
+            self.api = untraced_api
+        self.start_api()
+        ok = [s[1] for s in r.ok((201,))]
+        self.results["orders_post_traced_per_s"] = round(len(ok) / r.wall_s, 1)
+        self.results["orders_post_traced_p50_ms"] = ms(percentile(ok, 50))
+        self.results["orders_post_traced_p99_ms"] = ms(percentile(ok, 99))
+        self.details["orders_post_traced"] = {
+            "statuses": r.statuses(),
+            "api_cpu_ms_per_order": round(1000 * cpu["system"] / max(1, len(ok)), 2),
+            "spans_per_order": round(spans / max(1, len(ok)), 1),
+        }
+        self.set_aside_deliveries()
+        log(
+            f"  {self.results['orders_post_traced_per_s']}/s "
+            f"p99 {self.results['orders_post_traced_p99_ms']} ms, "
+            f"{self.details['orders_post_traced']['spans_per_order']} spans per order"
+        )
 
     def phase_drain(self) -> None:
         """Experiment (--drain): start the relay and workers on the backlog the POST phase left

@@ -510,9 +510,10 @@ def notification_statements(p: dict) -> list[tuple[str, str]]:
                     "message": sms_text_sql(),
                     "status": f"'{SmsStatus.SENT}'",
                     "provider": f"'{SENDER}'",
-                    # The console sender answers with the message's idempotency key.
-                    "provider_message_id": "'onlinestudy-sms-' || (%(first_sms)s "
-                    "+ row_number() OVER (ORDER BY e.at, e.event_id) - 1)",
+                    # The console sender answers with the message's idempotency key
+                    # (app.notification.model.idempotency_key).
+                    "provider_message_id": "'onlinestudy-sms-' || left(encode(sha256("
+                    "convert_to(e.event_id || '/' || e.phone, 'UTF8')), 'hex'), 32)",
                     "attempts": "1",
                     "created_at": "e.at + interval '110 milliseconds'",
                     "sent_at": "e.at + interval '130 milliseconds'",

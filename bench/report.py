@@ -19,6 +19,13 @@ def with_ratios(results: dict) -> dict:
         "orders_post_vs_floor": _ratio(r.get("orders_post_per_s"), r.get("orders_floor_per_s")),
         "orders_post_p50_vs_hello_p50": _ratio(r.get("orders_post_p50_ms"), r.get("hello_p50_ms")),
         "orders_post_p99_vs_hello_p99": _ratio(r.get("orders_post_p99_ms"), r.get("hello_p99_ms")),
+        # Tracing on over tracing off, the same run.
+        "orders_post_traced_vs_untraced": _ratio(
+            r.get("orders_post_traced_per_s"), r.get("orders_post_per_s")
+        ),
+        "orders_post_traced_p99_vs_untraced": _ratio(
+            r.get("orders_post_traced_p99_ms"), r.get("orders_post_p99_ms")
+        ),
         "e2e_vs_celery_noop": _ratio(r.get("e2e_orders_per_s"), r.get("celery_noop_per_s")),
         "e2e_vs_hello": _ratio(r.get("e2e_orders_per_s"), r.get("hello_per_s")),
         "post_to_mypage_p99_vs_hello_p99": _ratio(
@@ -95,6 +102,18 @@ ROWS = [
     ("orders_post_per_s", "POST /orders accepted", "/s", "orders_post_vs_hello"),
     ("orders_post_p50_ms", "POST /orders p50", "ms", "orders_post_p50_vs_hello_p50"),
     ("orders_post_p99_ms", "POST /orders p99", "ms", "orders_post_p99_vs_hello_p99"),
+    (
+        "orders_post_traced_per_s",
+        "POST /orders, tracing on",
+        "/s",
+        "orders_post_traced_vs_untraced",
+    ),
+    (
+        "orders_post_traced_p99_ms",
+        "POST /orders p99, tracing on",
+        "ms",
+        "orders_post_traced_p99_vs_untraced",
+    ),
     ("e2e_orders_per_s", "sustained end to end", "orders/s", "e2e_vs_celery_noop"),
     ("post_to_mypage_p50_ms", "POST -> My page p50 (half load)", "ms", None),
     (
@@ -117,6 +136,8 @@ RATIO_LABELS = {
     "orders_floor_vs_hello": "x hello rate",
     "orders_post_p50_vs_hello_p50": "x hello p50",
     "orders_post_p99_vs_hello_p99": "x hello p99",
+    "orders_post_traced_vs_untraced": "x tracing off",
+    "orders_post_traced_p99_vs_untraced": "x tracing off",
     "e2e_vs_celery_noop": "x no-op rate",
     "post_to_mypage_p99_vs_hello_p99": "x hello p99",
     "final_p99_vs_hello_p99": "x hello p99",

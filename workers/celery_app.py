@@ -16,12 +16,15 @@ from celery.signals import (
     task_retry,
     worker_init,
     worker_process_init,
+    worker_process_shutdown,
 )
 
 from app.bootstrap import bootstrap
 from app.logging import configure_logging
 from app.observability import record_task
 from app.process import freeze_startup_heap
+from app.tracing import install as install_tracing
+from app.tracing import shutdown as shutdown_tracing
 from workers import consumers, heartbeat, metrics, score_chain
 
 container = bootstrap()
@@ -47,7 +50,16 @@ def _load_database_drivers(**_kwargs) -> None:
 def _fresh_connections(**_kwargs) -> None:
     # Pooled connections opened before the fork belong to the parent.
     container.db.dispose()
+    # In each pool process, after the fork: the exporter's thread would not survive it. The
+    # engines are made again after this, traced.
+    install_tracing("worker", container.settings)
     freeze_startup_heap()
+
+
+@worker_process_shutdown.connect
+def _flush_traces(**_kwargs) -> None:
+    # A pool process leaves without running atexit: send the spans it still holds.
+    shutdown_tracing()
 
 
 @setup_logging.connect

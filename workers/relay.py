@@ -27,6 +27,9 @@ from app.policies import BY_CONSUMER
 from app.process import freeze_startup_heap
 from app.shared.outbox.claim import claim_due
 from app.shared.outbox.notices import NEW_WORK, NOTIFY_CHANNEL, TASK_DONE
+from app.shared.tracing import publishing
+from app.tracing import install as install_tracing
+from app.tracing import shutdown as shutdown_tracing
 from workers.retention import start_sweeper
 
 log = structlog.get_logger(__name__)
@@ -131,18 +134,19 @@ def relay_once(container: Container, celery: Celery, in_flight: InFlight | None 
                 policy = BY_CONSUMER[consumer]
                 batches = [envelopes[i : i + size] for i in range(0, len(envelopes), size)]
                 for batch in batches:
-                    celery.send_task(
-                        consumer,
-                        kwargs={"events": batch},
-                        # What Flower and the worker's log show of the task. Celery would
-                        # otherwise saferepr() the whole batch on every publication.
-                        kwargsrepr=f"{{'events': <{len(batch)} events>}}",
-                        argsrepr="()",
-                        # Nobody reads it; else Celery subscribes to its result channel.
-                        ignore_result=True,
-                        queue=policy.queue.value,
-                        producer=producer,
-                    )
+                    with publishing(consumer, policy.queue.value, batch):
+                        celery.send_task(
+                            consumer,
+                            kwargs={"events": batch},
+                            # What Flower and the worker's log show of the task. Celery would
+                            # otherwise saferepr() the whole batch on every publication.
+                            kwargsrepr=f"{{'events': <{len(batch)} events>}}",
+                            argsrepr="()",
+                            # Nobody reads it; else Celery subscribes to its result channel.
+                            ignore_result=True,
+                            queue=policy.queue.value,
+                            producer=producer,
+                        )
                 if in_flight:
                     in_flight.published(consumer, len(batches), full=len(batches[-1]) == size)
         session.commit()
@@ -244,6 +248,7 @@ def main() -> None:
     container = bootstrap()
     settings = container.settings
     configure_logging(settings.log_level)
+    install_tracing("relay", settings)
     freeze_startup_heap()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -253,6 +258,7 @@ def main() -> None:
     sweeper = start_sweeper(container, stop)
     run_relay(container, container.celery, stop, heartbeat=heartbeat.touch)
     sweeper.join(timeout=5.0)  # between two batches it sees the stop
+    shutdown_tracing()
 
 
 if __name__ == "__main__":

@@ -89,7 +89,9 @@ def send_pending_sms(
                 "last_error": message.last_error,
                 "sent_at": None,
             }
-            outgoing = Outgoing(idempotency_key(message.id), message.phone, message.message)
+            outgoing = Outgoing(
+                idempotency_key(message.event_id, message.phone), message.phone, message.message
+            )
             try:
                 for tried in retrying:
                     with tried:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 from sqlalchemy import Integer, String, Text, UniqueConstraint
@@ -33,9 +34,12 @@ class SmsMessage(NotificationBase):
 
     @property
     def idempotency_key(self) -> str:
-        return idempotency_key(self.id)
+        return idempotency_key(self.event_id, self.phone)
 
 
-def idempotency_key(sms_id: int) -> str:
-    """Given to the provider, so that a resend after a crash is not a second SMS."""
-    return f"onlinestudy-sms-{sms_id}"
+def idempotency_key(event_id: str, phone: str) -> str:
+    """Given to the provider, so that a resend after a crash is not a second SMS. Derived from
+    what the message is, its event and recipient (the row's own key), not from its row id,
+    which a restored or re-created database gives again to another message."""
+    digest = hashlib.sha256(f"{event_id}/{phone}".encode()).hexdigest()[:32]
+    return f"onlinestudy-sms-{digest}"

@@ -54,6 +54,8 @@ class Event:
     occurred_at: datetime = field(default_factory=utcnow)
     sequence: int = 0
     correlation_id: str | None = None
+    # The span that raised it (app.shared.tracing), when tracing is on.
+    trace_context: dict[str, str] | None = None
 
     def required_order_no(self) -> str:
         """The order the event is about: every event but ManagerRegistered names one."""
@@ -71,6 +73,7 @@ class Event:
             self.sequence,
             self.payload,
             self.correlation_id,
+            self.trace_context,
         )
 
     @classmethod
@@ -83,6 +86,7 @@ class Event:
             occurred_at=datetime.fromisoformat(body["occurred_at"]),
             sequence=int(body.get("sequence") or 0),
             correlation_id=body.get("correlation_id"),
+            trace_context=body.get("trace_context"),
         )
 
 
@@ -94,6 +98,7 @@ def envelope(
     sequence: int,
     payload: dict[str, Any],
     correlation_id: str | None,
+    trace_context: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The envelope of SPEC 4 (also built straight from outbox rows by the relay)."""
     body = {
@@ -106,6 +111,8 @@ def envelope(
     }
     if correlation_id:
         body["correlation_id"] = correlation_id
+    if trace_context:
+        body["trace_context"] = trace_context
     return body
 
 

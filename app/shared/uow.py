@@ -14,6 +14,7 @@ from app.shared.db.bulk import HasTable, column_values
 from app.shared.db.engine import autocommits
 from app.shared.events import RAISED, Aggregate, Event
 from app.shared.outbox.writer import OutboxWriter, RowWrite
+from app.shared.tracing import current_context
 
 # The request id or the id carried by the event being handled; stamped on every event raised.
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
@@ -140,8 +141,10 @@ class UnitOfWork:
         if not self._outbox.writes_in_one_statement(self.session, events):
             self._refuse_several_statements_without_transaction()
         cid = correlation_id.get()
+        cause = current_context()  # the span of the request or task: None when tracing is off
         for event in events:
             event.correlation_id = event.correlation_id or cid
+            event.trace_context = event.trace_context or cause
         self._outbox.write(self.session, events, row)
 
     def rollback(self) -> None:

@@ -28,7 +28,7 @@ ENV_EXAMPLE = REPO / ".env.example"
 DOCKERFILE = REPO / "Dockerfile"
 
 # Services without a healthcheck of their own project code: infrastructure, one-shot, Flower.
-NO_APP_HEALTHCHECK = {"postgres", "redis", "flower", "migrate"}
+NO_APP_HEALTHCHECK = {"postgres", "redis", "flower", "migrate", "jaeger"}
 
 DOCUMENTED_SETTINGS = (
     "DATABASE_URL",
@@ -281,6 +281,25 @@ def test_given_the_workers_then_they_have_time_for_a_warm_shutdown(services):
         assert worker.get("stop_signal", "SIGTERM") == "SIGTERM", name
         grace = worker["stop_grace_period"]
         assert grace.endswith("s") and int(grace[:-1]) >= 60, name
+
+
+def test_given_the_tracing_profile_then_jaeger_takes_otlp_where_env_example_sends_it(services):
+    jaeger = services["jaeger"]
+    commented = dict(
+        line.lstrip("# ").split("=", 1)
+        for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+        if line.startswith("# OTEL_")
+    )
+
+    assert jaeger["profiles"] == ["tracing"]  # not started by a plain `docker compose up`
+    image, _, tag = jaeger["image"].partition(":")
+    assert image == "jaegertracing/jaeger" and tag not in ("", "latest")
+    assert commented["OTEL_TRACES_EXPORTER"] == "otlp"
+    assert commented["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+    assert "4318" in jaeger["expose"]
+    assert jaeger["ports"] == ["127.0.0.1:16686:16686"]  # the UI, on loopback only
+    # Optional: nothing waits for it.
+    assert not [n for n, s in services.items() if "jaeger" in (s.get("depends_on") or {})]
 
 
 def test_given_the_env_example_then_it_documents_every_setting():

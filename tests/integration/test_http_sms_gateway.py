@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sqlalchemy import select
 
-from app.notification.handlers import NotificationUnitOfWork, record_sms, send_pending_sms
-from app.notification.model import SmsMessage
 from app.notification.senders import HttpSender, Outgoing, PermanentSendError, TransientSendError
-from app.shared.events import Event, EventType
 from app.shared.states import SmsStatus
-from tests.helpers import random_phone
+from tests.integration.sms import a_pending_sms, send, stored
+from tests.loopback import no_proxy, serving
 
 TIMEOUT_S = 0.3
 SLOW_S = 0.6  # longer than the sender's timeout
@@ -61,38 +56,15 @@ class Gateway:
 
 @pytest.fixture
 def gateway(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    no_proxy(monkeypatch)
     state = Gateway()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status, body, delay = state.answer(self.headers.get("Idempotency-Key"), json.loads(raw))
-            time.sleep(delay)
-            data = json.dumps(body).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:
-                pass  # the client timed out and left
+    def answer(_path, headers, body):
+        return state.answer(headers.get("Idempotency-Key"), body)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/sms"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(answer) as url:
+        state.url = f"{url}/sms"
+        yield state
 
 
 @pytest.fixture
@@ -161,33 +133,6 @@ def test_given_the_same_key_twice_then_the_gateway_keeps_one_message(gateway, se
 # send_pending_sms through the real sender, on the notification database
 
 
-def a_pending_sms(container) -> tuple[Event, SmsMessage]:
-    order_no = "O" + uuid.uuid4().hex[:12].upper()
-    event = Event(
-        EventType.COURSE_ORDERED,
-        order_no,
-        {"order_no": order_no, "phone": random_phone(), "course_title": "파이썬 입문"},
-    )
-    with container.notification_uow() as uow:
-        record_sms(uow, [event])
-        uow.commit()
-    return event, stored(container, event)
-
-
-def stored(container, event: Event) -> SmsMessage:
-    with container.notification_uow() as uow:
-        return uow.session.execute(
-            select(SmsMessage).where(
-                SmsMessage.event_id == event.event_id, SmsMessage.phone == event.payload["phone"]
-            )
-        ).scalar_one()
-
-
-def send(container, event, sender, max_attempts=3) -> dict[str, str]:
-    uow = NotificationUnitOfWork(lambda: container.db.session("notification"), sender, max_attempts)
-    return send_pending_sms(uow, [event])
-
-
 @pytest.mark.parametrize(
     "script",
     [[503, 200], [429, 200], [Delay(), 200], [503, Delay(), 200], [502, 429]],
@@ -196,7 +141,8 @@ def send(container, event, sender, max_attempts=3) -> dict[str, str]:
 def test_given_transient_failures_then_they_are_retried_and_the_sms_is_sent(
     container, gateway, sender, script
 ):
-    event, message = a_pending_sms(container)
+    event = a_pending_sms(container)
+    message = stored(container, event)
     gateway.script.extend(script)
 
     send(container, event, sender)
@@ -209,7 +155,8 @@ def test_given_transient_failures_then_they_are_retried_and_the_sms_is_sent(
 
 
 def test_given_a_refusal_then_the_sms_fails_at_once_after_one_call(container, gateway, sender):
-    event, message = a_pending_sms(container)
+    event = a_pending_sms(container)
+    message = stored(container, event)
     gateway.script.append(400)
 
     send(container, event, sender)
@@ -229,7 +176,8 @@ def test_given_a_refusal_then_the_sms_fails_at_once_after_one_call(container, ga
 def test_given_a_gateway_down_for_a_whole_round_then_the_redelivery_sends_it(
     container, gateway, sender
 ):
-    event, message = a_pending_sms(container)
+    event = a_pending_sms(container)
+    message = stored(container, event)
     gateway.script.extend([503, 503, 503])
 
     assert "503" in send(container, event, sender)[event.event_id]
@@ -245,7 +193,7 @@ def test_given_a_gateway_down_for_a_whole_round_then_the_redelivery_sends_it(
 
 
 def test_given_a_gateway_down_for_every_round_then_the_sms_fails(container, gateway, sender):
-    event, _ = a_pending_sms(container)
+    event = a_pending_sms(container)
     gateway.script.extend([503] * 6)
 
     assert event.event_id in send(container, event, sender, max_attempts=2)
@@ -274,7 +222,8 @@ class CrashAfterSend:
 def test_given_a_crash_after_the_gateway_took_it_then_the_resend_is_the_same_message(
     container, gateway, sender
 ):
-    event, message = a_pending_sms(container)
+    event = a_pending_sms(container)
+    message = stored(container, event)
     with pytest.raises(Crash):
         send(container, event, CrashAfterSend(sender))
     assert stored(container, event).status == SmsStatus.PENDING  # nothing of it was committed

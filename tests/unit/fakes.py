@@ -215,17 +215,20 @@ class FakeScoreChain:
 
 
 class FakeMessages:
-    """The repository on a list: one message per (event, phone), ids in insertion order."""
+    """The repository on a list: one message per (event, phone), ids in insertion order from
+    `next_id`."""
 
     def __init__(self):
         self.items = []
+        self.next_id = 1
 
     def add_missing(self, messages):
         known = {(m.event_id, m.phone) for m in self.items}
         for fields in messages:
             if (fields["event_id"], fields["phone"]) not in known:
                 known.add((fields["event_id"], fields["phone"]))
-                self.items.append(SmsMessage(id=len(self.items) + 1, **fields))
+                self.items.append(SmsMessage(id=self.next_id, **fields))
+                self.next_id += 1
 
     def pending_for(self, keys):
         return [

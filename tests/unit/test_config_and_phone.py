@@ -63,3 +63,43 @@ def test_the_deduplication_window_takes_seconds_or_a_unit(raw, seconds):
 def test_a_bad_deduplication_window_stops_the_start_naming_it(raw):
     with pytest.raises(ConfigError, match="DEDUP_WINDOW"):
         Settings.from_env({"DEDUP_WINDOW": raw})
+
+
+@pytest.mark.parametrize(
+    "env, exporters",
+    [
+        ({}, ()),
+        ({"OTEL_TRACES_EXPORTER": "none"}, ()),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, ("otlp",)),
+        ({"OTEL_TRACES_EXPORTER": "otlp, console"}, ("otlp", "console")),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, ()),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+            ("otlp",),
+        ),
+    ],
+)
+def test_tracing_is_off_unless_an_exporter_is_named(env, exporters):
+    assert Settings.from_env(env).traces_exporters == exporters
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            {"OTEL_TRACES_EXPORTER": "jaegr"},
+            "OTEL_TRACES_EXPORTER names no installed exporter: jaegr",
+        ),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf",
+        ),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"},
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL must be http/protobuf",
+        ),
+    ],
+)
+def test_a_bad_tracing_setting_stops_the_start_naming_it(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)

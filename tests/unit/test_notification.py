@@ -92,3 +92,24 @@ def test_given_a_batch_when_the_gateway_fails_a_whole_round_then_the_rest_wait_u
     assert sender.calls == 2  # the first message's round; the others did not wait it out
     assert send_pending_sms(uow, events) == {}  # the redelivery
     assert [m.status for m in uow.messages.items] == [SmsStatus.SENT] * 3
+
+
+def test_the_key_given_to_the_provider_is_the_same_in_a_re_created_database():
+    """A restored or re-created database numbers its rows anew: the key follows the event and
+    the recipient, not the row."""
+    event = learning_started()
+    keys = []
+    for first_id in (1, 500):
+        sender = FakeSender()
+        uow = FakeNotificationUnitOfWork(sender)
+        uow.messages.next_id = first_id
+        record_sms(uow, [event])
+        send_pending_sms(uow, [event])
+        keys.append(sender.sent[0].idempotency_key)
+    assert keys[0] == keys[1]
+    other = Event(EventType.LEARNING_STARTED, "O1", {**event.payload, "phone": "010-9999-8888"})
+    sender = FakeSender()
+    uow = FakeNotificationUnitOfWork(sender)
+    record_sms(uow, [other])
+    send_pending_sms(uow, [other])
+    assert sender.sent[0].idempotency_key != keys[0]  # another recipient, another message

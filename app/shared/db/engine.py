@@ -8,6 +8,8 @@ from sqlalchemy import Connection, Engine, ExecutionContext, create_engine, even
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from app.shared.tracing import engine_made
+
 if TYPE_CHECKING:
     import sqlite3
 
@@ -21,6 +23,7 @@ def make_engine(url: str, autocommit: bool = False) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
         _serialize_sqlite_writers(engine)
+        engine_made(engine)
         return engine
     # No pre-ping: it costs a round trip on every checkout, on every request and task. After a
     # database restart the first use of a pooled connection fails instead; SQLAlchemy then
@@ -31,6 +34,7 @@ def make_engine(url: str, autocommit: bool = False) -> Engine:
     # isolation level execution option) would cost a round of driver calls on every request.
     isolation = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     engine = create_engine(url, pool_size=5, max_overflow=10, **isolation)
+    engine_made(engine)
     if autocommit:
         engine = engine.execution_options(**{AUTOCOMMIT_POOL: True})
     if engine.dialect.driver == "psycopg":  # the shipped driver; its execute() takes `prepare`

@@ -56,6 +56,7 @@ def claim_due(
             e.occurred_at,
             e.payload,
             e.correlation_id,
+            e.trace_context,
         )  # fmt: skip
         .join_from(Delivery.__table__, OutboxEvent.__table__, e.event_id == d.event_id)
         .where(pending(d.status), d.next_attempt_at <= now)
@@ -109,6 +110,7 @@ def _due_delivery(row: AnyRow) -> DueDelivery:
         row.sequence,
         row.payload,
         row.correlation_id,
+        row.trace_context,
     )
     return DueDelivery(row.id, row.consumer, body)
 
@@ -137,8 +139,8 @@ WITH wanted AS (
     RETURNING d.id, d.consumer, d.event_id
 )
 SELECT p.id, p.consumer, e.event_id, e.event_type, e.order_no, e.sequence, e.occurred_at,
-       e.payload, e.correlation_id
+       e.payload, e.correlation_id, e.trace_context
 FROM pushed AS p JOIN outbox_events AS e ON e.event_id = p.event_id
 ORDER BY p.id
 """
-).columns(occurred_at=UTCDateTime(), payload=JSON())
+).columns(occurred_at=UTCDateTime(), payload=JSON(), trace_context=JSON())

@@ -55,6 +55,8 @@ class OutboxEvent(MainBase):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     correlation_id: Mapped[str | None] = mapped_column(String(64))
+    # The W3C trace context of the span that raised it, when tracing was on.
+    trace_context: Mapped[dict[str, str] | None] = mapped_column(JSON)
 
     def to_event(self) -> Event:
         return stored_event(self)
@@ -70,6 +72,7 @@ def stored_event(row: Any) -> Event:
         occurred_at=row.occurred_at,
         sequence=row.sequence,
         correlation_id=row.correlation_id,
+        trace_context=row.trace_context,
     )
 
 

@@ -112,6 +112,7 @@ class OutboxWriter:
                     "occurred_at": event.occurred_at,
                     "payload": event.payload,
                     "correlation_id": event.correlation_id,
+                    "trace_context": event.trace_context,
                 }
             )
             delivery_rows.extend(
@@ -159,6 +160,9 @@ class OutboxWriter:
                 "occurred": [e.occurred_at for e in events],
                 "payloads": [json.dumps(e.payload) for e in events],
                 "cids": [e.correlation_id for e in events],
+                "traces": [
+                    json.dumps(e.trace_context) if e.trace_context else None for e in events
+                ],
                 "d_events": [d[0] for d in deliveries],
                 "d_consumers": [d[1] for d in deliveries],
                 "d_due": [d[2] for d in deliveries],
@@ -176,8 +180,9 @@ _WRITE_EVENTS = f"""
 input AS (
     SELECT * FROM unnest(
         CAST(:event_ids AS varchar[]), CAST(:types AS varchar[]), CAST(:order_nos AS varchar[]),
-        CAST(:occurred AS timestamptz[]), CAST(:payloads AS text[]), CAST(:cids AS varchar[])
-    ) AS t(event_id, event_type, order_no, occurred_at, payload, correlation_id)
+        CAST(:occurred AS timestamptz[]), CAST(:payloads AS text[]), CAST(:cids AS varchar[]),
+        CAST(:traces AS text[])
+    ) AS t(event_id, event_type, order_no, occurred_at, payload, correlation_id, trace_context)
 ), seq AS (
     INSERT INTO outbox_order_sequences AS s (order_no, last_sequence)
     SELECT order_no, 1 FROM input
@@ -185,9 +190,10 @@ input AS (
     RETURNING order_no, last_sequence
 ), ev AS (
     INSERT INTO outbox_events
-        (event_id, event_type, order_no, sequence, occurred_at, payload, correlation_id)
+        (event_id, event_type, order_no, sequence, occurred_at, payload, correlation_id,
+         trace_context)
     SELECT i.event_id, i.event_type, i.order_no, seq.last_sequence, i.occurred_at,
-           CAST(i.payload AS json), i.correlation_id
+           CAST(i.payload AS json), i.correlation_id, CAST(i.trace_context AS json)
     FROM input i JOIN seq USING (order_no)
     RETURNING event_id, sequence
 ), dl AS (
