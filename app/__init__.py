@@ -31,7 +31,7 @@ def create_app(container: Container | None = None) -> Flask:
     from app.observability import install as install_observability
     from app.orders import api as orders_api
     from app.security import install as install_security
-    from app.shared.api import OnlineStudyApi, refuse_nul_characters, register_error_handlers
+    from app.shared.api import OnlineStudyApi, refuse_unstorable_text, register_error_handlers
     from app.tracing import install as install_tracing
     from app.tracing import trace_app
 
@@ -72,7 +72,7 @@ def create_app(container: Container | None = None) -> Flask:
         trace_app(app)
     api = OnlineStudyApi(app)
     register_error_handlers(app)
-    refuse_nul_characters(app)
+    refuse_unstorable_text(app)
     install_observability(app, c.db.session, c.celery, settings.metrics_token)
     limits = install_security(app, settings, c.tokens)  # after: 401s get a request id too
     for blueprint in (

@@ -253,6 +253,8 @@ def token(role: str, phone: str | None, manager_id: int | None, ttl: int) -> Non
         issued = Tokens(_settings()).issue(role, phone=phone, manager_id=manager_id, ttl_s=ttl)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    except ValueError as exc:  # claims that no token may carry, such as --manager-id 0
+        raise click.UsageError(str(exc)) from None
     click.echo(issued)
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 from flask import Flask, Response, g, request
@@ -21,6 +23,7 @@ from flask_limiter.util import get_remote_address
 from flask_smorest import abort
 
 from app.config import ConfigError, Settings
+from app.shared.phone import normalize_mobile
 
 ROLES = ("admin", "manager", "student")
 LEEWAY_S = 30  # clock skew allowed on exp
@@ -39,6 +42,38 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+
+MAX_MANAGER_ID = 2**31 - 1  # the id column is an INTEGER
+MAX_SUBJECT_LENGTH = 255  # OpenID Connect's bound on `sub`
+
+
+def principal_from(claims: Mapping[str, Any]) -> Principal:
+    """The caller that verified claims name, or jwt.InvalidTokenError unless they name one
+    exactly: a known role and a subject; for a manager, a positive integer id (not a bool,
+    not 0: a scope that could read as "none" would widen it); for a student, a Korean mobile
+    number (normalized, as the phones it is compared with are)."""
+    role, subject = claims.get("role"), claims.get("sub")
+    if role not in ROLES:
+        raise jwt.InvalidTokenError("unknown role")
+    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_LENGTH:
+        raise jwt.InvalidTokenError(f"sub must be 1 to {MAX_SUBJECT_LENGTH} characters")
+    if role == "manager":
+        manager_id = claims.get("manager_id")
+        if type(manager_id) is not int or not 0 < manager_id <= MAX_MANAGER_ID:
+            raise jwt.InvalidTokenError("a manager token names a manager_id, a positive integer")
+        return Principal(subject, role, manager_id=manager_id)
+    if role == "student":
+        phone = claims.get("phone")
+        try:
+            if not isinstance(phone, str):
+                raise ValueError
+            return Principal(subject, role, phone=normalize_mobile(phone))
+        except ValueError:
+            raise jwt.InvalidTokenError(
+                "a student token names a phone, a Korean mobile number"
+            ) from None
+    return Principal(subject, role)
 
 
 # --- tokens -------------------------------------------------------------------------------
@@ -107,6 +142,10 @@ class Tokens:
             claims["phone"] = phone
         if manager_id is not None:
             claims["manager_id"] = manager_id
+        try:
+            principal_from(claims)  # never mint a token that verify() would refuse
+        except jwt.InvalidTokenError as exc:
+            raise ValueError(str(exc)) from None
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     # Verified tokens, so that a client's every request does not check the signature again;
@@ -137,17 +176,7 @@ class Tokens:
             options={"require": ["exp", "sub", "role"]},
             leeway=LEEWAY_S,
         )
-        role = claims["role"]
-        if role not in ROLES:
-            raise jwt.InvalidTokenError("unknown role")
-        if role == "student" and not claims.get("phone"):
-            raise jwt.InvalidTokenError("a student token names a phone")
-        if role == "manager" and not isinstance(claims.get("manager_id"), int):
-            raise jwt.InvalidTokenError("a manager token names a manager_id")
-        principal = Principal(
-            str(claims["sub"]), role, claims.get("phone"), claims.get("manager_id")
-        )
-        return principal, float(claims["exp"]) + LEEWAY_S
+        return principal_from(claims), float(claims["exp"]) + LEEWAY_S
 
 
 # --- per request --------------------------------------------------------------------------
@@ -173,15 +202,25 @@ def ensure_visible(visible: bool, what: str) -> None:
 
 
 def student_phone() -> str | None:
-    """The phone a student's reads are confined to; None for admins."""
+    """The phone a student's reads are confined to. None, no confinement, only for an admin:
+    any other caller without a phone is refused, so that a missing scope never widens one."""
     principal = current()
-    return principal.phone if principal.role == "student" else None
+    if principal.is_admin:
+        return None
+    if principal.role == "student" and principal.phone:
+        return principal.phone
+    abort(403, message=f"a {principal.role} may not do this")
 
 
 def manager_scope() -> int | None:
-    """The manager id a manager's reads are confined to; None for admins."""
+    """The manager id a manager's reads are confined to. None, no confinement, only for an
+    admin: any other caller without a manager id is refused (fails closed, as above)."""
     principal = current()
-    return principal.manager_id if principal.role == "manager" else None
+    if principal.is_admin:
+        return None
+    if principal.role == "manager" and principal.manager_id:
+        return principal.manager_id
+    abort(403, message=f"a {principal.role} may not do this")
 
 
 def client_key() -> str:

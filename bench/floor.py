@@ -66,6 +66,7 @@ def create_app() -> Flask:
             "completed_at": None,
             "cancelled_at": None,
             "idempotency_key": request.headers.get("Idempotency-Key"),
+            "idempotency_caller": "",
             "request_fingerprint": None,
         }
         event_id = str(uuid.uuid4())

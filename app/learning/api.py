@@ -14,6 +14,7 @@ from app.learning import handlers
 from app.learning.model import Learning, Manager
 from app.security import ensure_visible, manager_scope, require_role
 from app.shared.api import Blueprint, KoreanMobile, page
+from app.shared.phone import masked_mobile
 from app.shared.states import LearningStatus
 
 
@@ -24,11 +25,22 @@ class ManagerSchema(Schema):
     active = fields.Bool(dump_only=True)
 
 
+class PhoneIfManaged(fields.String):
+    """The student's phone, masked (010-****-5678) for a manager who does not run the
+    learning: a WAITING learning shows whose it is once a manager has taken it."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        mine = manager_scope()
+        if value is not None and mine is not None and obj.manager_id != mine:
+            value = masked_mobile(value)
+        return super()._serialize(value, attr, obj, **kwargs)
+
+
 class LearningSchema(Schema):
     id = fields.Int()
     order_no = fields.Str()
     course_no = fields.Str()
-    phone = fields.Str()
+    phone = PhoneIfManaged(allow_none=True)
     status = fields.Str()
     manager_id = fields.Int(allow_none=True)
     manager_name = fields.Str(allow_none=True)
@@ -85,24 +97,34 @@ def blueprints(learning_uow: Callable[[], handlers.LearningUnitOfWork]) -> list[
         def get(
             self, query: dict[str, Any], pagination_parameters: PaginationParameters
         ) -> list[Learning]:
-            """Learnings by order, manager and status; a manager sees only their own."""
+            """Learnings by order, manager and status. A manager sees their own and the
+            WAITING ones, which they may take (`?status=WAITING`), with the phone masked."""
             require_role("manager")
-            manager_id = manager_scope() or query.get("manager_id")
+            mine = manager_scope()
             with learning_uow() as uow:
                 return page(
                     pagination_parameters,
                     lambda offset, limit: uow.learnings.list(
-                        query.get("order_no"), manager_id, query.get("status"), offset, limit
+                        query.get("order_no"),
+                        query.get("manager_id"),
+                        query.get("status"),
+                        offset,
+                        limit,
+                        visible_to=mine,
                     ),
                 )
 
     def visible_learning(learning_id: int) -> Learning:
-        """Admins see every learning; a manager theirs and the WAITING ones (to take)."""
+        """Admins see every learning; a manager theirs and the WAITING ones (to take), not
+        one that ended before a manager took it; else 404."""
         require_role("manager")
         learning = handlers.get_learning(learning_uow(), learning_id)
         mine = manager_scope()
         ensure_visible(
-            mine is None or learning.manager_id in (mine, None), f"learning {learning_id}"
+            mine is None
+            or learning.manager_id == mine
+            or learning.status == LearningStatus.WAITING,
+            f"learning {learning_id}",
         )
         return learning
 

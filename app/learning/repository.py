@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.learning.model import Learning, Manager, ManagerLoadRow
@@ -117,9 +117,17 @@ class LearningRepository:
         status: str | None,
         offset: int,
         limit: int,
+        visible_to: int | None = None,
     ) -> tuple[list[Learning], int]:
+        """The learnings matching the filters given; with `visible_to`, only that manager's
+        and the WAITING ones."""
+        stmt = select(Learning)
+        if visible_to is not None:
+            stmt = stmt.where(
+                or_(Learning.manager_id == visible_to, Learning.status == LearningStatus.WAITING)
+            )
         stmt = where_given(
-            select(Learning),
+            stmt,
             (Learning.order_no, order_no),
             (Learning.manager_id, manager_id),
             (Learning.status, status),

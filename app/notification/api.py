@@ -49,7 +49,8 @@ def blueprints(
             self, query: dict[str, Any], pagination_parameters: PaginationParameters
         ) -> list[SmsMessage]:
             require_role("student")
-            phone = student_phone() or query.get("phone")
+            mine = student_phone()
+            phone = query.get("phone") if mine is None else mine
             with notification_uow() as uow:
                 return page(
                     pagination_parameters,

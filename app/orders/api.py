@@ -14,7 +14,14 @@ from sqlalchemy.orm import Session
 from app.learning import public as learning
 from app.orders import handlers
 from app.orders.model import Course, Order
-from app.security import Limits, current, ensure_visible, require_role, student_phone
+from app.security import (
+    Limits,
+    current,
+    ensure_visible,
+    manager_scope,
+    require_role,
+    student_phone,
+)
 from app.shared.api import Blueprint, KoreanMobile, page
 from app.shared.errors import Unavailable
 from app.shared.states import OrderStatus
@@ -119,11 +126,24 @@ def blueprints(
             require_role()
             return handlers.create_course(orders_uow(), handlers.CreateCourse(**body))
 
+    def visible_course(course_no: str) -> Course:
+        """The course if the caller may see it: an active one, anybody; one off the catalog,
+        admins and the students who ordered it; else 404 as if it did not exist."""
+        course = handlers.get_course(orders_uow(), course_no)
+        if not course.active:
+            principal = current()
+            visible = principal.is_admin
+            if principal.role == "student":
+                with orders_uow() as uow:
+                    visible = uow.orders.has_ordered(student_phone(), course_no)
+            ensure_visible(visible, f"course {course_no}")
+        return course
+
     @courses_blp.route("/<course_no>")
     class CourseByNo(MethodView):
         @courses_blp.response(200, CourseSchema)
         def get(self, course_no: str) -> Course:
-            return handlers.get_course(orders_uow(), course_no)
+            return visible_course(course_no)
 
         @courses_blp.arguments(CoursePatchSchema)
         @courses_blp.response(200, CourseSchema)
@@ -138,11 +158,14 @@ def blueprints(
         principal = current()
         order = handlers.get_order(orders_uow(), order_no)
         if principal.role == "student":
-            ensure_visible(order.phone == principal.phone, f"order {order_no}")
+            visible = order.phone == student_phone()
         elif principal.role == "manager":
+            mine = manager_scope()
             with read_session() as session:
-                runs_it = learning.manager_of_order(session, order_no) == principal.manager_id
-            ensure_visible(runs_it, f"order {order_no}")
+                visible = mine is not None and learning.manager_of_order(session, order_no) == mine
+        else:
+            visible = principal.is_admin
+        ensure_visible(visible, f"order {order_no}")
         return order
 
     @orders_blp.route("")
@@ -157,13 +180,19 @@ def blueprints(
         def post(self, headers: dict[str, Any], body: dict[str, Any]) -> Order:
             """Order a course. Send `Idempotency-Key` to make a retried request safe."""
             principal = require_role("student")
-            if principal.role == "student" and body["phone"] != principal.phone:
+            mine = student_phone()
+            if mine is not None and body["phone"] != mine:
                 abort(403, message="a student orders for their own phone")
             if learning_overloaded():
                 raise Unavailable(OVERLOADED, retry_after_s=5)
+            # A key is the caller's own: another caller's same key is another request.
             order, _created = handlers.place_order(
                 orders_uow(),
-                handlers.PlaceOrder(idempotency_key=headers.get("idempotency_key"), **body),
+                handlers.PlaceOrder(
+                    idempotency_key=headers.get("idempotency_key"),
+                    caller=principal.subject,
+                    **body,
+                ),
             )
             return order
 
@@ -175,7 +204,8 @@ def blueprints(
         ) -> list[Order]:
             """Orders by phone and status; a student sees only their own."""
             require_role("student")
-            phone = student_phone() or query.get("phone")
+            mine = student_phone()
+            phone = query.get("phone") if mine is None else mine
             with orders_uow() as uow:
                 return page(
                     pagination_parameters,

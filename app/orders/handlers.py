@@ -45,12 +45,13 @@ class PlaceOrder:
     begin_date: date
     end_date: date
     idempotency_key: str | None = None
+    caller: str = ""  # whose Idempotency-Key it is: the token's subject
 
     def fingerprint(self) -> str:
         # The fields one by one: asdict() deep-copies them, needless work on every order.
         # Stored fingerprints are compared with new ones, so the text hashed must not change.
         body = {f.name: str(getattr(self, f.name)) for f in fields(self)}
-        del body["idempotency_key"]
+        del body["idempotency_key"], body["caller"]
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -97,6 +98,7 @@ def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
                 cmd.end_date,
                 cmd.idempotency_key,
                 cmd.fingerprint() if cmd.idempotency_key else None,
+                cmd.caller,
             )
         except Conflict:
             replay = _replayed(uow, cmd)  # the course closed after the first request
@@ -106,8 +108,8 @@ def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
         try:
             uow.commit_new(order)
         except IntegrityError:
-            # The unique indexes decide, without a query before every order: the same
-            # Idempotency-Key replays the first order, else the phone has a live order.
+            # The unique indexes decide, without a query before every order: the caller's
+            # same Idempotency-Key replays their first order, else the phone has a live order.
             uow.rollback()
             replay = _replayed(uow, cmd)
             if replay:
@@ -123,7 +125,7 @@ def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
 def _replayed(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> Order | None:
     if not cmd.idempotency_key:
         return None
-    earlier = uow.orders.by_idempotency_key(cmd.idempotency_key)
+    earlier = uow.orders.by_idempotency_key(cmd.caller, cmd.idempotency_key)
     if earlier and earlier.request_fingerprint != cmd.fingerprint():
         raise InvalidInput("this Idempotency-Key was used with a different request body")
     return earlier

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, Index, Integer, Row, String, Text, text
+from sqlalchemy import Boolean, Date, Index, Integer, Row, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.shared.db.base import MainBase, UTCDateTime, utcnow
@@ -43,6 +43,8 @@ class Order(MainBase, Aggregate):
             sqlite_where=text(f"status = '{OrderStatus.ORDERED}'"),
             postgresql_where=text(f"status = '{OrderStatus.ORDERED}'"),
         ),
+        # An Idempotency-Key is its caller's: another caller may use the same one.
+        UniqueConstraint("idempotency_caller", "idempotency_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -56,7 +58,9 @@ class Order(MainBase, Aggregate):
     score: Mapped[int | None] = mapped_column(Integer)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    # Who sent the key: the token's subject (OpenID Connect bounds it to 255 characters).
+    idempotency_caller: Mapped[str | None] = mapped_column(String(255))
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
     @classmethod
@@ -68,6 +72,7 @@ class Order(MainBase, Aggregate):
         end_date: date,
         idempotency_key: str | None = None,
         request_fingerprint: str | None = None,
+        idempotency_caller: str = "",
     ) -> Order:
         if not course.active:
             raise Conflict(f"course {course.course_no} is not open for orders")
@@ -80,6 +85,7 @@ class Order(MainBase, Aggregate):
             begin_date=begin_date,
             end_date=end_date,
             idempotency_key=idempotency_key,
+            idempotency_caller=idempotency_caller if idempotency_key else None,
             request_fingerprint=request_fingerprint,
         )
         order.raise_event(

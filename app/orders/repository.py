@@ -62,10 +62,21 @@ class OrderRepository:
             stmt = stmt.with_for_update()
         return self.session.execute(stmt).scalar_one_or_none()
 
-    def by_idempotency_key(self, key: str) -> Order | None:
+    def by_idempotency_key(self, caller: str, key: str) -> Order | None:
+        """The order this caller placed with this Idempotency-Key (keys are per caller)."""
         return self.session.execute(
-            select(Order).where(Order.idempotency_key == key)
+            select(Order).where(Order.idempotency_caller == caller, Order.idempotency_key == key)
         ).scalar_one_or_none()
+
+    def has_ordered(self, phone: str | None, course_no: str) -> bool:
+        """Whether the phone has an order of the course, in any state."""
+        return (
+            phone is not None
+            and self.session.execute(
+                select(Order.id).where(Order.phone == phone, Order.course_no == course_no).limit(1)
+            ).first()
+            is not None
+        )
 
     def live_order(self, phone: str, course_no: str) -> Order | None:
         return self.session.execute(

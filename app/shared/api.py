@@ -1,4 +1,5 @@
-"""What every context's API shares: the error body of SPEC 8, phone fields, paging."""
+"""What every context's API shares: the error body of SPEC 8, phone fields, paging, and
+input refused before it reaches a view (app.shared.json_input)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 import flask_smorest
-from flask import Flask, Response, jsonify
+from flask import Flask, Request, Response, jsonify, request
 from flask_smorest import Api, abort
 from flask_smorest.pagination import PaginationParameters
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import Schema, ValidationError, fields, missing
 from sqlalchemy.exc import OperationalError
+from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException
 
 from app.shared.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
+from app.shared.json_input import RefusedInput, check_text, read_json
 from app.shared.phone import normalize_mobile
 
 T = TypeVar("T")
@@ -37,10 +40,26 @@ _MESSAGES = {
 }
 
 
-class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest's Blueprint whose paging also bounds `page` (it bounds only page_size):
-    a page far out would overflow the database's OFFSET."""
+class BodyParser(FlaskParser):
+    """webargs' parser, reading JSON bodies with read_json: bounded depth and numbers, and
+    text a database can store. The one place a body is parsed, after the token and the rate
+    limit are checked."""
 
+    def _raw_load_json(self, req: Request) -> Any:
+        if not is_json_request(req):
+            return missing
+        try:
+            return read_json(req.get_data(cache=True))
+        except RefusedInput as exc:
+            abort(exc.status, message=exc.message, errors={"json": [exc.message]})
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint that reads bodies with BodyParser, and whose paging also
+    bounds `page` (it bounds only page_size): a page far out would overflow the database's
+    OFFSET."""
+
+    ARGUMENTS_PARSER = BodyParser()
     MAX_PAGE = 1_000_000
 
     def arguments(
@@ -136,26 +155,17 @@ class KoreanMobile(fields.String):
             raise ValidationError(str(exc)) from None
 
 
-def refuse_nul_characters(app: Flask) -> None:
-    """PostgreSQL text cannot hold U+0000: refuse it anywhere in a request with a 422 rather
-    than fail deep inside a query."""
-    from flask import request
-    from flask_smorest import abort
-
-    def has_nul(value: object) -> bool:
-        if isinstance(value, str):
-            return "\x00" in value
-        if isinstance(value, dict):
-            return any(has_nul(k) or has_nul(v) for k, v in value.items())
-        if isinstance(value, list):
-            return any(has_nul(v) for v in value)
-        return False
+def refuse_unstorable_text(app: Flask) -> None:
+    """Text that a database cannot store (NUL, a lone surrogate) in the path or the query
+    string gets a 422 on every route, rather than a failure deep inside a query. Bodies are
+    checked as they are read (BodyParser)."""
 
     @app.before_request
-    def _no_nul() -> None:
-        if (
-            has_nul(request.path)
-            or has_nul(list(request.args.values()))
-            or (request.is_json and has_nul(request.get_json(silent=True)))
-        ):
-            abort(422, message="NUL characters are not accepted")
+    def _storable_text_only() -> None:
+        try:
+            check_text(request.path)
+            for key, value in request.args.items(multi=True):
+                check_text(key)
+                check_text(value)
+        except RefusedInput as exc:
+            abort(exc.status, message=exc.message)

@@ -23,3 +23,8 @@ def normalize_mobile(raw: str) -> str:
     ):
         raise ValueError("not a Korean mobile number (e.g. 010-1234-5678)")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+
+
+def masked_mobile(phone: str) -> str:
+    """010-1234-5678 -> 010-****-5678: enough to tell numbers apart, not to call one."""
+    return f"{phone[:4]}****{phone[-5:]}"

@@ -44,3 +44,19 @@ def test_the_migrated_sqlite_schema_is_the_models_schema(tmp_path):
             assert differences(engine, bind) == [], bind
         finally:
             engine.dispose()
+
+
+def test_rebuilding_the_orders_table_on_sqlite_keeps_the_live_order_index_partial(tmp_path):
+    # SQLite changes a constraint by copying the table (batch mode): a phone may still order a
+    # course again once its order is no longer live.
+    settings = Settings.from_env({"ONLINESTUDY_VAR_DIR": str(tmp_path)})
+    upgrade(settings)
+    engine = create_engine(settings.database_url)
+    try:
+        with engine.connect() as connection:
+            sql = connection.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'uq_orders_orders_live'"
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert sql.endswith("WHERE status = 'ORDERED'"), sql

@@ -8,10 +8,15 @@ import time
 import jwt
 import pytest
 import redis
+from sqlalchemy import select
 
 from app import create_app
 from app.bootstrap import bootstrap
+from app.consumer import consume
+from app.policies import BY_CONSUMER
 from app.security import Tokens
+from app.shared.events import EventType
+from app.shared.outbox.tables import OutboxEvent
 from tests.conftest import REDIS_URL
 from tests.helpers import course_body, order_body, random_phone
 from tests.integration.test_api_flow import deliver_all
@@ -273,3 +278,133 @@ def test_metrics_can_be_closed_with_their_own_token(it_settings):
     scraper = app.test_client()
     assert scraper.get("/metrics").status_code == 401
     assert scraper.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 200
+
+
+@pytest.mark.parametrize("manager_id", [0, True, -1, "1"])
+def test_a_manager_token_naming_no_manager_is_refused_not_widened(world, container, manager_id):
+    # Signed with the real secret: only the claims are wrong.
+    claims = {"sub": "m", "role": "manager", "manager_id": manager_id}
+    token = jwt.encode({**claims, "exp": int(time.time()) + 60}, container.settings.jwt_secret)
+    forged = world.clients["admin"].application.test_client()
+    for path in ("/learnings", f"/learnings?manager_id={world.learning['manager_id']}"):
+        answer = forged.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 401, answer.json
+
+
+def deliver_cancel_first(container, order_no):
+    """The learning context hears of the cancel before the order: it leaves a tombstone."""
+    with container.main_session() as session:
+        [cancelled] = session.execute(
+            select(OutboxEvent).where(
+                OutboxEvent.order_no == order_no,
+                OutboxEvent.event_type == EventType.COURSE_ORDER_CANCELLED,
+            )
+        ).scalars()
+        envelope = cancelled.to_event().envelope()
+    consume(container, BY_CONSUMER["learning.cancel_learning"], [envelope])
+
+
+def test_no_manager_reads_a_learning_that_ended_before_a_manager_took_it(
+    client, client_as, container
+):
+    course = client.post("/courses", json=course_body()).json
+    # Cancelled while WAITING (no manager yet), and a tombstone (cancelled before it opened).
+    waited = client.post("/orders", json=order_body(course["course_no"])).json
+    deliver_all(container, waited["order_no"])
+    client.post(f"/orders/{waited['order_no']}/cancel")
+    deliver_all(container, waited["order_no"])
+    early = client.post("/orders", json=order_body(course["course_no"])).json
+    client.post(f"/orders/{early['order_no']}/cancel")
+    deliver_cancel_first(container, early["order_no"])
+    manager = client.post("/managers", json={"name": "남매니저", "phone": random_phone()}).json
+    as_manager = client_as("manager", manager_id=manager["id"])
+    for order in (waited, early):
+        [learning] = client.get("/learnings", query_string={"order_no": order["order_no"]}).json
+        assert (learning["status"], learning["manager_id"]) == ("CANCELLED", None)
+        assert as_manager.get(f"/learnings/{learning['id']}").status_code == 404
+        listed = as_manager.get("/learnings", query_string={"order_no": order["order_no"]}).json
+        assert listed == []
+        assert as_manager.get(f"/orders/{order['order_no']}").status_code == 404
+
+
+def test_a_manager_lists_the_waiting_learnings_and_takes_one_on_themselves(
+    client, client_as, container
+):
+    course = client.post("/courses", json=course_body()).json
+    phone = random_phone()
+    order = client.post("/orders", json=order_body(course["course_no"], phone=phone)).json
+    deliver_all(container, order["order_no"])  # no manager yet: it waits
+    # Two managers join; the learning context has not yet started the waiting ones for them.
+    one = client.post("/managers", json={"name": "하나매니저", "phone": random_phone()}).json
+    two = client.post("/managers", json={"name": "둘매니저", "phone": random_phone()}).json
+    manager_one = client_as("manager", manager_id=one["id"])
+    manager_two = client_as("manager", manager_id=two["id"])
+
+    [waiting] = manager_one.get("/learnings", query_string={"status": "WAITING"}).json
+    assert (waiting["order_no"], waiting["status"]) == (order["order_no"], "WAITING")
+    assert waiting["phone"] == f"{phone[:4]}****{phone[-5:]}"  # whose it is: once taken
+    assert manager_one.get(f"/learnings/{waiting['id']}").json["phone"] == waiting["phone"]
+    assert manager_one.get(f"/orders/{order['order_no']}").status_code == 404
+    start = f"/learnings/{waiting['id']}/start"
+    assert manager_one.post(start, json={"manager_id": two["id"]}).status_code == 403
+
+    taken = manager_one.post(start, json={"manager_id": one["id"]})
+    assert taken.status_code == 200, taken.json
+    assert (taken.json["status"], taken.json["phone"]) == ("STARTED", phone)
+    assert manager_two.post(start, json={"manager_id": two["id"]}).status_code == 404
+    assert manager_two.get(f"/learnings/{waiting['id']}").status_code == 404
+    assert manager_two.get("/learnings", query_string={"status": "WAITING"}).json == []
+    [mine] = manager_one.get("/learnings").json
+    assert (mine["id"], mine["phone"]) == (waiting["id"], phone)
+
+    deliver_all(container, order["order_no"])  # the evaluation opens, with manager one
+    [evaluation] = manager_one.get(
+        "/evaluations", query_string={"order_no": order["order_no"]}
+    ).json
+    assert evaluation["manager_id"] == one["id"]
+    assert manager_one.get(f"/orders/{order['order_no']}").status_code == 200
+    assert manager_two.get(f"/evaluations/{evaluation['id']}").status_code == 404
+
+
+def test_an_idempotency_key_is_its_callers_own(client, client_as):
+    course = client.post("/courses", json=course_body()).json
+    one, two = random_phone(), random_phone()
+    student_one = client_as("student", phone=one)
+    student_two = client_as("student", phone=two)
+    key = {"Idempotency-Key": "same-key-for-both"}
+    first = student_one.post(
+        "/orders", json=order_body(course["course_no"], phone=one), headers=key
+    )
+    theirs = student_two.post(
+        "/orders", json=order_body(course["course_no"], phone=two), headers=key
+    )
+    assert (first.status_code, theirs.status_code) == (201, 201), theirs.json
+    assert theirs.json["order_no"] != first.json["order_no"] and theirs.json["phone"] == two
+    again = student_two.post(
+        "/orders", json=order_body(course["course_no"], phone=two), headers=key
+    )
+    assert again.json["order_no"] == theirs.json["order_no"]
+    other_body = order_body(course["course_no"], phone=one, end_date="2027-03-31")
+    assert student_one.post("/orders", json=other_body, headers=key).status_code == 422
+
+
+def test_a_course_off_the_catalog_is_seen_only_by_admins_and_the_students_who_ordered_it(
+    client, client_as
+):
+    course = client.post("/courses", json=course_body()).json
+    buyer, other = random_phone(), random_phone()
+    client.post("/orders", json=order_body(course["course_no"], phone=buyer))
+    manager = client.post("/managers", json={"name": "삼매니저", "phone": random_phone()}).json
+    readers = {
+        "admin": client,
+        "buyer": client_as("student", phone=buyer),
+        "other": client_as("student", phone=other),
+        "manager": client_as("manager", manager_id=manager["id"]),
+    }
+    path = f"/courses/{course['course_no']}"
+    assert {who: c.get(path).status_code for who, c in readers.items()} == dict.fromkeys(
+        readers, 200
+    )
+    client.patch(path, json={"active": False})
+    seen = {who: c.get(path).status_code for who, c in readers.items()}
+    assert seen == {"admin": 200, "buyer": 200, "other": 404, "manager": 404}

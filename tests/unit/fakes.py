@@ -97,8 +97,11 @@ class FakeOrders:
     def get(self, order_no, for_update=False):
         return next((o for o in self.items if o.order_no == order_no), None)
 
-    def by_idempotency_key(self, key):
-        return next((o for o in self.items if o.idempotency_key == key), None)
+    def by_idempotency_key(self, caller, key):
+        return next(
+            (o for o in self.items if (o.idempotency_caller, o.idempotency_key) == (caller, key)),
+            None,
+        )
 
     def live_order(self, phone, course_no):
         return next(
@@ -124,7 +127,11 @@ class FakeOrdersUnitOfWork(FakeUnitOfWork):
         live = [
             (o.phone, o.course_no) for o in self.orders.items if o.status == OrderStatus.ORDERED
         ]
-        keys = [o.idempotency_key for o in self.orders.items if o.idempotency_key]
+        keys = [
+            (o.idempotency_caller, o.idempotency_key)
+            for o in self.orders.items
+            if o.idempotency_key
+        ]
         if len(set(live)) < len(live) or len(set(keys)) < len(keys):
             raise IntegrityError("INSERT INTO orders_orders", {}, Exception("unique index"))
         events = super().commit()

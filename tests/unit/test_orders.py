@@ -96,6 +96,16 @@ def test_given_an_idempotency_key_when_reused_with_another_body_then_invalid():
         place(uow, key="k-2", phone="010-2222-3333")
 
 
+def test_given_another_callers_idempotency_key_when_ordering_then_it_is_a_request_of_its_own():
+    uow = a_catalog()
+    theirs, _ = place(uow, key="k-3", caller="student:one")
+    mine, created = place(uow, key="k-3", caller="student:two", phone="010-2222-3333")
+    assert created and mine is not theirs and mine.phone == "010-2222-3333"
+    again, created_again = place(uow, key="k-3", caller="student:two", phone="010-2222-3333")
+    assert again is mine and not created_again
+    assert place(uow, key="k-3", caller="student:one")[0] is theirs
+
+
 def test_a_request_fingerprinted_by_an_earlier_release_still_matches_after_an_upgrade():
     # Orders keep the fingerprint of their first request: a retry that arrives after a deploy
     # must hash to the same value (this one was stored by the release of 2026-11-25).
@@ -105,6 +115,7 @@ def test_a_request_fingerprinted_by_an_earlier_release_still_matches_after_an_up
     assert request.fingerprint() == (
         "b737cda57c387ae4ace880f264c3e37019b9b2c05fd02fdf9db6c6859ef49154"
     )
-    assert handlers.PlaceOrder(**{**request.__dict__, "idempotency_key": "k2"}).fingerprint() == (
-        request.fingerprint()
-    )
+    for other in ({"idempotency_key": "k2"}, {"caller": "student:010-1234-5678"}):
+        assert handlers.PlaceOrder(**{**request.__dict__, **other}).fingerprint() == (
+            request.fingerprint()
+        )

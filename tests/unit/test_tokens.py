@@ -1,12 +1,16 @@
-"""Tokens: the embedded instance secret, production without one, and the claims they carry."""
+"""Tokens: the embedded instance secret, production without one, the claims they carry, and
+the scopes they confine a caller to."""
 
 import time
 
 import jwt
 import pytest
+from flask import Flask, g
+from werkzeug.exceptions import HTTPException
 
+from app import security
 from app.config import ConfigError, Settings
-from app.security import Tokens
+from app.security import Principal, Tokens
 
 SECRET = "unit-tests-secret-0123456789abcdef-0123456789"
 
@@ -91,3 +95,100 @@ def test_a_verified_token_is_trusted_from_memory_only_until_it_expires(monkeypat
     monkeypatch.setattr("app.security.time.time", lambda: later)
     tokens.verify(token)  # not from memory any more: the signature and exp are checked again
     assert len(checks) == 2
+
+
+def hs256_tokens() -> Tokens:
+    return Tokens(Settings.from_env({"CELERY_BROKER_URL": "redis://x", "JWT_SECRET": SECRET}))
+
+
+def signed(**claims) -> str:
+    return jwt.encode({"sub": "someone", "exp": int(time.time()) + 60, **claims}, SECRET, "HS256")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"role": "manager", "manager_id": 0},
+        {"role": "manager", "manager_id": True},
+        {"role": "manager", "manager_id": -3},
+        {"role": "manager", "manager_id": "7"},
+        {"role": "manager", "manager_id": 7.0},
+        {"role": "manager", "manager_id": 2**31},
+        {"role": "manager"},
+        {"role": "student", "phone": "12345"},
+        {"role": "student", "phone": ""},
+        {"role": "student", "phone": ["010-1234-5678"]},
+        {"role": "student", "phone": "02-312-3456"},  # a landline
+        {"role": "admin", "sub": "x" * 256},
+        {"role": "admin", "sub": ""},
+        {"role": ["admin"]},
+    ],
+)
+def test_a_token_whose_claims_name_no_one_exactly_is_refused(claims):
+    with pytest.raises(jwt.InvalidTokenError):
+        hs256_tokens().verify(signed(**claims))
+
+
+def test_a_students_phone_claim_is_normalized_as_the_phones_it_is_compared_with():
+    student = hs256_tokens().verify(signed(role="student", phone="+82 10-1234-5678"))
+    assert student.phone == "010-1234-5678"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"manager_id": 0}, {"manager_id": True}, {"manager_id": -1}, {}],
+)
+def test_no_token_is_minted_that_verify_would_refuse(claims):
+    with pytest.raises(ValueError, match="manager_id"):
+        hs256_tokens().issue("manager", **claims)
+    with pytest.raises(ValueError, match="phone"):
+        hs256_tokens().issue("student", phone="not a phone")
+
+
+def test_the_token_command_refuses_a_manager_id_of_zero():
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    env = {"CELERY_BROKER_URL": "redis://x", "JWT_SECRET": SECRET}
+    refused = CliRunner().invoke(main, ["token", "--role", "manager", "--manager-id", "0"], env=env)
+    assert refused.exit_code == 2 and "manager_id" in refused.output
+    minted = CliRunner().invoke(main, ["token", "--role", "manager", "--manager-id", "3"], env=env)
+    assert minted.exit_code == 0, minted.output
+
+
+@pytest.mark.parametrize(
+    "principal, scope",
+    [
+        (Principal("a", "admin"), "student_phone"),
+        (Principal("a", "admin"), "manager_scope"),
+        (Principal("s", "student", phone="010-1234-5678"), "student_phone"),
+        (Principal("m", "manager", manager_id=4), "manager_scope"),
+    ],
+)
+def test_a_scope_is_the_callers_own_and_none_only_for_an_admin(principal, scope):
+    with Flask(__name__).test_request_context():
+        g.principal = principal
+        confined = getattr(security, scope)()
+    expected = {"student_phone": principal.phone, "manager_scope": principal.manager_id}[scope]
+    assert confined == expected and (confined is None) == principal.is_admin
+
+
+@pytest.mark.parametrize(
+    "principal, scope",
+    [
+        (Principal("m", "manager", manager_id=4), "student_phone"),
+        (Principal("s", "student", phone="010-1234-5678"), "manager_scope"),
+        (Principal("s", "student"), "student_phone"),  # no phone: never "everyone's"
+        (Principal("m", "manager", manager_id=0), "manager_scope"),
+        (Principal("m", "manager"), "manager_scope"),
+        (Principal("x", "auditor"), "student_phone"),
+        (Principal("x", "auditor"), "manager_scope"),
+    ],
+)
+def test_a_scope_fails_closed_for_anyone_it_cannot_confine(principal, scope):
+    with Flask(__name__).test_request_context():
+        g.principal = principal
+        with pytest.raises(HTTPException) as refused:
+            getattr(security, scope)()
+    assert refused.value.code == 403
