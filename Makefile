@@ -20,6 +20,7 @@ run: $(INSTALLED)
 ## after the lint, the layers (import-linter) and the types (mypy).
 test: $(INSTALLED)
 	scripts/ensure-services.sh
+	scripts/ensure-tools.sh
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
@@ -34,6 +35,7 @@ test-integration: $(INSTALLED)
 
 test-e2e: $(INSTALLED)
 	scripts/ensure-services.sh
+	scripts/ensure-tools.sh
 	$(BIN)/pytest -q tests/e2e
 
 ## Start the embedded default, order a course through the API, see My page, stop it.

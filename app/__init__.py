@@ -19,6 +19,7 @@ def create_app(container: Container | None = None) -> Flask:
     # Imported here, not at the top: `app` is imported by everything under it (celeryconfig
     # reads app.config), and only the API needs Flask's side.
     from app import (
+        docs,
         health,
         models,  # noqa: F401  (all tables on the metadata)
     )
@@ -45,8 +46,6 @@ def create_app(container: Container | None = None) -> Flask:
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         JSON_AS_ASCII=False,
         MAX_CONTENT_LENGTH=1024 * 1024,  # larger bodies get 413
         API_SPEC_OPTIONS={
@@ -79,4 +78,5 @@ def create_app(container: Container | None = None) -> Flask:
         *health.blueprints(c.main_session, c.celery),
     ):
         api.register_blueprint(blueprint)
+    app.register_blueprint(docs.blueprint(app.config["API_TITLE"]))
     return app
