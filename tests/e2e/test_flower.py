@@ -45,7 +45,7 @@ def flower(e2e_env, broker_url: str, result_backend: str, tmp_path):
     sender = Celery("sender")
     # Named here: CELERY_BROKER_URL in this process's environment would win over broker=.
     with sender.connection_for_write(broker_url) as connection:
-        for n in range(WAITING):
+        for _ in range(WAITING):
             sender.send_task("mypage.project", args=[[]], queue="mypage", connection=connection)
     sender.close()
     port = free_port()
