@@ -29,8 +29,10 @@ def create_app(container: Container | None = None) -> Flask:
     from app.logging import configure_logging
     from app.mypage import api as mypage_api
     from app.notification import api as notification_api
+    from app.observability import HeartbeatCollector, PipelineCollector
     from app.observability import install as install_observability
     from app.orders import api as orders_api
+    from app.policies import BY_CONSUMER
     from app.security import install as install_security
     from app.shared.api import OnlineStudyApi, refuse_nul_characters, register_error_handlers
 
@@ -67,7 +69,12 @@ def create_app(container: Container | None = None) -> Flask:
     api = OnlineStudyApi(app)
     register_error_handlers(app)
     refuse_nul_characters(app)
-    install_observability(app, c.db.session, c.celery, settings.metrics_token)
+    pipeline = PipelineCollector(
+        c.db.session, c.celery, tuple(BY_CONSUMER), lambda: c.score_chain.breaker.current_state
+    )
+    install_observability(
+        app, pipeline, HeartbeatCollector(settings.heartbeat_files), settings.metrics_token
+    )
     limits = install_security(app, settings, c.tokens)  # after: 401s get a request id too
     for blueprint in (
         *orders_api.blueprints(c.orders_uow, c.read_session, c.learning_overloaded, limits),

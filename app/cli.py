@@ -284,7 +284,7 @@ def health() -> None:
 @click.option("--max-age", default=30.0, show_default=True, help="Seconds.")
 def health_relay(max_age: float) -> None:
     """The relay has completed a pass within --max-age seconds."""
-    _check_heartbeat(_settings().var_dir / "relay.heartbeat", max_age)
+    _check_heartbeat(_settings().relay_heartbeat, max_age)
 
 
 @health.command("worker")
