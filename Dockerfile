@@ -58,4 +58,4 @@ EXPOSE 8088
 STOPSIGNAL SIGTERM
 
 ENTRYPOINT ["/usr/bin/tini", "--"]
-CMD ["gunicorn", "--bind", "0.0.0.0:8088", "--workers", "2", "app:create_app()"]
+CMD ["gunicorn", "--bind", "0.0.0.0:8088", "--workers", "2", "--access-logfile", "-", "app:create_app()"]

@@ -16,10 +16,12 @@ $(INSTALLED): pyproject.toml
 run: $(INSTALLED)
 	$(BIN)/onlinestudy run
 
-## Every test: unit (fakes), integration (PostgreSQL), end to end (Redis + real workers),
-## after the lint, the layers (import-linter) and the types (mypy).
+## Every test: unit (fakes), integration (PostgreSQL), end to end (Redis + real workers,
+## Flower on Redis and RabbitMQ, /docs in headless Chromium), after the lint, the layers
+## (import-linter) and the types (mypy).
 test: $(INSTALLED)
-	scripts/ensure-services.sh
+	scripts/ensure-services.sh --rabbitmq
+	scripts/ensure-tools.sh
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
@@ -33,7 +35,8 @@ test-integration: $(INSTALLED)
 	$(BIN)/pytest -q tests/integration
 
 test-e2e: $(INSTALLED)
-	scripts/ensure-services.sh
+	scripts/ensure-services.sh --rabbitmq
+	scripts/ensure-tools.sh
 	$(BIN)/pytest -q tests/e2e
 
 ## Start the embedded default, order a course through the API, see My page, stop it.

@@ -5,6 +5,7 @@ filesystem transport under var/broker and a SQLite result backend, so no server 
 """
 
 from kombu import Queue as KombuQueue
+from kombu.transport import TRANSPORT_ALIASES
 
 from app.config import Settings
 from app.shared.queues import Queue
@@ -65,8 +66,12 @@ if _settings.embedded:
 else:
     if broker_url.startswith(("redis://", "rediss://")):
         # kombu's Redis transport with one client per channel instead of one per publish and
-        # two per task received (workers/brokers.py).
-        broker_transport = "workers.brokers:RedisTransport"
+        # two per task received (workers/brokers.py), put in place under the redis schemes
+        # themselves: the broker URL keeps its scheme, which Flower reads to find the queue
+        # lengths (named as broker_transport, the class path became the scheme, and Flower's
+        # broker page answered "'redis' broker is not supported").
+        for _scheme in ("redis", "rediss"):
+            TRANSPORT_ALIASES[_scheme] = "workers.brokers:RedisTransport"
     broker_transport_options = {
         # Above the longest task, so Redis does not hand a running task to a second worker.
         # Lost messages do not wait for this: the outbox redelivers after REDELIVERY_TIMEOUT_S.

@@ -15,6 +15,10 @@ _settings = Settings.from_env()
 # waits up to SCORE_SYNC_TIMEOUT_S; room for one more queued behind it, and a margin.
 graceful_timeout = int(2 * _settings.score_sync_timeout_s) + 10
 
+# The access log, where `--access-logfile -` turns it on (every command in the README and the
+# manifests): with the request id, so `grep <id>` finds the request beside the tasks it caused.
+access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+
 
 def when_ready(server) -> None:
     """SIGTERM begins a drain: readiness answers 503 at once, so the load balancer (a

@@ -19,6 +19,7 @@ def create_app(container: Container | None = None) -> Flask:
     # Imported here, not at the top: `app` is imported by everything under it (celeryconfig
     # reads app.config), and only the API needs Flask's side.
     from app import (
+        docs,
         health,
         models,  # noqa: F401  (all tables on the metadata)
     )
@@ -28,8 +29,10 @@ def create_app(container: Container | None = None) -> Flask:
     from app.logging import configure_logging
     from app.mypage import api as mypage_api
     from app.notification import api as notification_api
+    from app.observability import HeartbeatCollector, PipelineCollector
     from app.observability import install as install_observability
     from app.orders import api as orders_api
+    from app.policies import BY_CONSUMER
     from app.security import install as install_security
     from app.shared.api import OnlineStudyApi, refuse_unstorable_text, register_error_handlers
     from app.tracing import install as install_tracing
@@ -48,8 +51,6 @@ def create_app(container: Container | None = None) -> Flask:
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         JSON_AS_ASCII=False,
         MAX_CONTENT_LENGTH=1024 * 1024,  # larger bodies get 413
         API_SPEC_OPTIONS={
@@ -73,7 +74,12 @@ def create_app(container: Container | None = None) -> Flask:
     api = OnlineStudyApi(app)
     register_error_handlers(app)
     refuse_unstorable_text(app)
-    install_observability(app, c.db.session, c.celery, settings.metrics_token)
+    pipeline = PipelineCollector(
+        c.db.session, c.celery, tuple(BY_CONSUMER), lambda: c.score_chain.breaker.current_state
+    )
+    install_observability(
+        app, pipeline, HeartbeatCollector(settings.heartbeat_files), settings.metrics_token
+    )
     limits = install_security(app, settings, c.tokens)  # after: 401s get a request id too
     for blueprint in (
         *orders_api.blueprints(c.orders_uow, c.read_session, c.learning_overloaded, limits),
@@ -84,4 +90,5 @@ def create_app(container: Container | None = None) -> Flask:
         *health.blueprints(c.main_session, c.celery),
     ):
         api.register_blueprint(blueprint)
+    app.register_blueprint(docs.blueprint(app.config["API_TITLE"]))
     return app

@@ -286,7 +286,7 @@ def health() -> None:
 @click.option("--max-age", default=30.0, show_default=True, help="Seconds.")
 def health_relay(max_age: float) -> None:
     """The relay has completed a pass within --max-age seconds."""
-    _check_heartbeat(_settings().var_dir / "relay.heartbeat", max_age)
+    _check_heartbeat(_settings().relay_heartbeat, max_age)
 
 
 @health.command("worker")
@@ -319,9 +319,9 @@ def flower(port: int, address: str) -> None:
     ]
     if settings.embedded:
         argv.append("--enable_events=False")  # see celeryconfig: no task events on files
-    if os.environ.get("FLOWER_BASIC_AUTH"):
-        argv.append(f"--basic-auth={os.environ['FLOWER_BASIC_AUTH']}")
-    elif address not in ("127.0.0.1", "localhost"):
+    # Flower reads FLOWER_BASIC_AUTH from the environment itself: on the command line the
+    # password would show in the process list.
+    if not os.environ.get("FLOWER_BASIC_AUTH") and address not in ("127.0.0.1", "localhost"):
         raise click.ClickException(
             "set FLOWER_BASIC_AUTH=user:password to serve Flower beyond this machine"
         )

@@ -129,6 +129,19 @@ class Settings:
         return self.var_dir / "heartbeats"
 
     @property
+    def relay_heartbeat(self) -> Path:
+        """The file the relay touches after each pass (`onlinestudy health relay`)."""
+        return self.var_dir / "relay.heartbeat"
+
+    def heartbeat_files(self) -> list[Path]:
+        """The relay's and each worker's heartbeat here, those that exist."""
+        workers = (
+            sorted(self.heartbeats_dir.glob("worker-*")) if self.heartbeats_dir.exists() else []
+        )
+        relay = [self.relay_heartbeat] if self.relay_heartbeat.exists() else []
+        return relay + workers
+
+    @property
     def embedded(self) -> bool:
         """True when the broker needs no server (the default run mode)."""
         return self.broker_url.startswith("filesystem://")

@@ -7,11 +7,13 @@ starts, so the API's /metrics shows the whole embedded system.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 
 from celery import Celery
 from flask import Flask, Response, g, request
@@ -55,6 +57,10 @@ PRUNED_ROWS = Counter(
     "Bookkeeping rows deleted by the retention sweep, older than DEDUP_WINDOW",
     ["table"],
 )
+SCORE_BREAKER_REFUSALS = Counter(
+    "onlinestudy_score_breaker_refusals_total",
+    "Final scores refused at once because the orders side's breaker is open",
+)
 TASK_LATENCY = Histogram(
     "onlinestudy_task_duration_seconds",
     "Celery task run time",
@@ -63,13 +69,42 @@ TASK_LATENCY = Histogram(
 )
 
 
-class PipelineCollector:
-    """Gauges read from the outbox, the bookkeeping of both databases and the broker at each
-    scrape (cheap indexed queries)."""
+class HeartbeatCollector:
+    """The age of each heartbeat file this process can see (the relay's, each worker's), as
+    `onlinestudy health relay|worker` reads them; a process that stopped cleanly removes its
+    own, one that was killed or stalled leaves it to age."""
 
-    def __init__(self, session_for: Callable[[str], Session], celery: Celery):
+    def __init__(self, files: Callable[[], Iterable[Path]]):
+        self.files = files
+
+    def collect(self) -> Iterator[Metric]:
+        ages = GaugeMetricFamily(
+            "onlinestudy_heartbeat_age_seconds",
+            "Seconds since a process last proved it works (relay pass, worker canary consumed)",
+            labels=["process"],
+        )
+        now = time.time()
+        for path in self.files():
+            with contextlib.suppress(FileNotFoundError):  # a clean stop removed it just now
+                ages.add_metric([path.name.removesuffix(".heartbeat")], now - path.stat().st_mtime)
+        yield ages
+
+
+class PipelineCollector:
+    """Gauges read from the outbox, the bookkeeping of both databases, the broker and the
+    final score's breaker at each scrape (cheap indexed queries)."""
+
+    def __init__(
+        self,
+        session_for: Callable[[str], Session],
+        celery: Celery,
+        consumers: Sequence[str] = (),
+        breaker_state: Callable[[], str] | None = None,
+    ):
         self.session_for = session_for
         self.celery = celery
+        self.consumers = consumers  # reported at 0 when nothing of theirs waits
+        self.breaker_state = breaker_state
 
     def collect(self) -> Iterator[Metric]:
         backlog = GaugeMetricFamily(
@@ -79,7 +114,8 @@ class PipelineCollector:
         )
         oldest = GaugeMetricFamily(
             "onlinestudy_outbox_oldest_undelivered_age_seconds",
-            "Age of the oldest event a consumer has not recorded",
+            "Age of the oldest event a consumer has not recorded (0 when none waits)",
+            labels=["consumer"],
         )
         dead = GaugeMetricFamily(
             "onlinestudy_dead_letters",
@@ -104,20 +140,39 @@ class PipelineCollector:
                 .where(has_status(Delivery.status, DeliveryStatus.DEAD))
                 .group_by(Delivery.consumer)
             ).all()
+        waiting: dict[str, int] = dict.fromkeys(self.consumers, 0)
+        parked: dict[str, int] = dict.fromkeys(self.consumers, 0)
         oldest_at: dict[str, float] = {}
         for consumer, count, created_at in pending_rows:
-            backlog.add_metric([consumer], count)
+            waiting[consumer] = count
             if created_at is not None:
                 oldest_at[consumer] = created_at.timestamp()
         for consumer, count in dead_rows:
+            parked[consumer] = count
+        for consumer, count in waiting.items():
+            backlog.add_metric([consumer], count)
+            age = now - oldest_at[consumer] if consumer in oldest_at else 0.0
+            oldest.add_metric([consumer], max(0.0, age))
+        for consumer, count in parked.items():
             dead.add_metric([consumer], count)
-        oldest.add_metric([], now - min(oldest_at.values()) if oldest_at else 0.0)
         lag.add_metric(
             [], now - oldest_at["mypage.project"] if "mypage.project" in oldest_at else 0.0
         )
         yield from (backlog, oldest, dead, lag)
         yield from self._bookkeeping(now)
         yield self._queue_depths()
+        if self.breaker_state is not None:
+            yield self._breaker(self.breaker_state)
+
+    def _breaker(self, state: Callable[[], str]) -> GaugeMetricFamily:
+        is_open = GaugeMetricFamily(
+            "onlinestudy_score_breaker_open",
+            "1 while the final score's breaker is open (shared by the API processes on Redis): "
+            "final scores fail at once until one tries again after its reset time",
+        )
+        # pybreaker answers its fallback state (closed) when Redis does not answer.
+        is_open.add_metric([], 1.0 if state() == "open" else 0.0)
+        return is_open
 
     def _bookkeeping(self, now: float) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
         rows = GaugeMetricFamily(
@@ -162,7 +217,9 @@ class PipelineCollector:
         return depth
 
 
-def metrics_response(collector: PipelineCollector) -> tuple[bytes, int, dict[str, str]]:
+def metrics_response(
+    *collectors: PipelineCollector | HeartbeatCollector,
+) -> tuple[bytes, int, dict[str, str]]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         processes = CollectorRegistry()
         # prometheus_client leaves this constructor unannotated.
@@ -170,18 +227,21 @@ def metrics_response(collector: PipelineCollector) -> tuple[bytes, int, dict[str
     else:
         processes = REGISTRY
     pipeline = CollectorRegistry(auto_describe=False)
-    pipeline.register(collector)
+    for collector in collectors:
+        pipeline.register(collector)
     # The text format is a list of families: two registries' outputs concatenate.
     body = generate_latest(processes) + generate_latest(pipeline)
     return body, 200, {"Content-Type": CONTENT_TYPE_LATEST}
 
 
 def install(
-    app: Flask, session_for: Callable[[str], Session], celery: Celery, metrics_token: str | None
+    app: Flask,
+    pipeline: PipelineCollector,
+    heartbeats: HeartbeatCollector,
+    metrics_token: str | None,
 ) -> None:
     """Per request: a correlation id (X-Request-ID in, or a new one) and the HTTP metrics;
-    /metrics, with the pipeline's gauges read at each scrape."""
-    collector = PipelineCollector(session_for, celery)
+    /metrics, with the pipeline's gauges and the heartbeats read at each scrape."""
     valid_id = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
     @app.before_request
@@ -213,7 +273,7 @@ def install(
             return Response(
                 "metrics need METRICS_TOKEN\n", status=401, headers={"WWW-Authenticate": "Bearer"}
             )
-        body, status, headers = metrics_response(collector)
+        body, status, headers = metrics_response(pipeline, heartbeats)
         return Response(body, status=status, headers=headers)
 
 

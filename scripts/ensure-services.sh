@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start PostgreSQL and Redis (and RabbitMQ with --rabbitmq) when they are down, as a fresh
-# machine may have them stopped. The tests create their own databases.
+# Start PostgreSQL and Redis (and RabbitMQ with its management API with --rabbitmq) when they
+# are down, as a fresh machine may have them stopped. The tests create their own databases.
 set -euo pipefail
 
 wait_for() {  # name, command...
@@ -23,8 +23,18 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
   wait_for Redis sh -c 'redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG'
 fi
 
-if [[ "${1:-}" == "--rabbitmq" ]] && ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
-  echo "ensure-services: starting RabbitMQ" >&2
-  rabbitmq-server -detached
-  wait_for RabbitMQ bash -c '(exec 3<>/dev/tcp/127.0.0.1/5672)'
+if [[ "${1:-}" == "--rabbitmq" ]]; then
+  if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+    echo "ensure-services: starting RabbitMQ" >&2
+    rabbitmq-server -detached
+    wait_for RabbitMQ bash -c '(exec 3<>/dev/tcp/127.0.0.1/5672)'
+  fi
+  # Flower's broker page reads RabbitMQ's queue lengths from the management API (:15672).
+  # Enabled on the running node, without a restart.
+  if ! (exec 3<>/dev/tcp/127.0.0.1/15672) 2>/dev/null; then
+    echo "ensure-services: enabling RabbitMQ's management API" >&2
+    wait_for "RabbitMQ node" rabbitmqctl -q await_startup
+    rabbitmq-plugins -q enable rabbitmq_management >/dev/null
+    wait_for "RabbitMQ management API" bash -c '(exec 3<>/dev/tcp/127.0.0.1/15672)'
+  fi
 fi

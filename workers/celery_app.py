@@ -32,7 +32,7 @@ app = container.celery
 consumers.register(app, container)
 score_chain.register(app, container)
 heartbeat.register(app, container.settings)
-metrics.register()
+metrics.register(container.settings)
 
 
 @worker_init.connect

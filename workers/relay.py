@@ -253,7 +253,7 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    heartbeat = settings.var_dir / "relay.heartbeat"
+    heartbeat = settings.relay_heartbeat
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     sweeper = start_sweeper(container, stop)
     run_relay(container, container.celery, stop, heartbeat=heartbeat.touch)

@@ -11,6 +11,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 
 from app.config import Settings
 from app.evaluation.handlers import ScoreUnavailable
+from app.observability import SCORE_BREAKER_REFUSALS
 
 BREAKER_FAIL_MAX = 3
 BREAKER_RESET_S = 10
@@ -30,6 +31,7 @@ class CeleryScoreChain:
         try:
             return self.breaker.call(self._send_and_wait, order_no, evaluation_id, score)
         except pybreaker.CircuitBreakerError:
+            SCORE_BREAKER_REFUSALS.inc()
             raise ScoreUnavailable("the orders side keeps failing", BREAKER_RESET_S) from None
         except OrdersSideDown:
             raise ScoreUnavailable(

@@ -82,6 +82,8 @@ def problems_with_command(command: str | list[str]) -> list[str]:
         binds = option_values(argv, "--bind") + option_values(argv, "-b")
         if not binds or not all(b.endswith(f":{API_PORT}") for b in binds):
             problems.append(f"gunicorn binds {binds}, not port {API_PORT}")
+        if option_values(argv, "--access-logfile") != ["-"]:
+            problems.append("gunicorn writes no access log to stdout (--access-logfile -)")
         return problems
     if program == "celery":
         apps = option_values(argv, "-A") + option_values(argv, "--app")

@@ -45,10 +45,12 @@ def test_a_message_published_and_acknowledged_on_redis_leaves_nothing_behind():
         queue.close()
 
 
-def test_on_redis_the_celery_app_uses_our_transport():
+def test_on_redis_the_celery_app_uses_our_transport_under_the_redis_scheme():
     assert app.conf.broker_url.startswith("redis://")
     with app.connection_for_write() as connection:
         assert isinstance(connection.transport, RedisTransport)
+        # What Flower reads to find the queue lengths (tests/e2e/test_flower.py).
+        assert connection.as_uri().startswith("redis://")
 
 
 def _file_broker(tmp_path):

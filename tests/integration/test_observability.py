@@ -1,12 +1,22 @@
 """What an operator reads: /metrics, correlation ids that follow a request, masked logs."""
 
+import os
+import time
+import uuid
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, update
 
 from app.consumer import consume
+from app.evaluation.handlers import ScoreUnavailable
+from app.evaluation.score_chain import CeleryScoreChain, make_breaker
 from app.logging import _mask_phones
 from app.policies import BY_CONSUMER
 from app.shared.db.base import utcnow
 from app.shared.outbox.tables import Delivery, OutboxEvent
+from tests.conftest import REDIS_URL
 from tests.helpers import course_body, order_body
 
 
@@ -107,3 +117,64 @@ def test_metrics_show_the_rows_and_the_oldest_age_of_each_bookkeeping_table(clie
     ):
         assert gauges[f'onlinestudy_bookkeeping_rows{{table="{table}"}}'] >= 1, table
         assert gauges[f'onlinestudy_bookkeeping_oldest_age_seconds{{table="{table}"}}'] >= 0, table
+
+
+def samples(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, by name and labels."""
+    text = client.get("/metrics").get_data(as_text=True)
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_show_backlog_oldest_age_and_dead_letters_for_every_consumer(client):
+    course = client.post("/courses", json=course_body()).json
+    client.post("/orders", json=order_body(course["course_no"]))
+    seen = samples(client)
+    for consumer in BY_CONSUMER:
+        labels = (("consumer", consumer),)
+        assert seen[("onlinestudy_dead_letters", labels)] >= 0, consumer
+        assert ("onlinestudy_outbox_backlog", labels) in seen, consumer
+        assert ("onlinestudy_outbox_oldest_undelivered_age_seconds", labels) in seen, consumer
+    # The order's own events wait for My page (no workers here): it has the oldest at least.
+    mypage = (("consumer", "mypage.project"),)
+    assert seen[("onlinestudy_outbox_backlog", mypage)] >= 1
+    assert seen[("onlinestudy_outbox_oldest_undelivered_age_seconds", mypage)] > 0
+
+
+def test_metrics_show_the_breaker_open_and_the_final_scores_it_refuses(
+    client_with, container, it_settings
+):
+    namespace = f"test-breaker-{uuid.uuid4()}"
+    chain = CeleryScoreChain(container.celery, it_settings, make_breaker(it_settings, namespace))
+    container.__dict__["score_chain"] = chain  # the cached adapter, with a breaker of its own
+    client = client_with()
+    refused = ("onlinestudy_score_breaker_refusals_total", ())
+    before = samples(client)
+    assert before[("onlinestudy_score_breaker_open", ())] == 0
+    try:
+        chain.breaker.open()
+        with pytest.raises(ScoreUnavailable):
+            chain.run("O1", 1, 80)
+        after = samples(client)
+    finally:
+        for key in redis.Redis.from_url(REDIS_URL).scan_iter(f"*{namespace}*"):
+            redis.Redis.from_url(REDIS_URL).delete(key)
+    assert after[("onlinestudy_score_breaker_open", ())] == 1
+    assert after[refused] == before.get(refused, 0) + 1
+
+
+def test_metrics_show_how_old_each_heartbeat_is(client, it_settings):
+    stalled = it_settings.heartbeats_dir / "worker-stalled@test"
+    stalled.parent.mkdir(parents=True, exist_ok=True)
+    stalled.touch()
+    minutes_ago = time.time() - 120
+    os.utime(stalled, (minutes_ago, minutes_ago))
+    try:
+        age = samples(client)[("onlinestudy_heartbeat_age_seconds", (("process", stalled.name),))]
+    finally:
+        stalled.unlink()
+    assert 120 <= age < 180
+    assert not any(name == "onlinestudy_heartbeat_age_seconds" for name, _ in samples(client))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 
 import jwt
@@ -271,6 +272,26 @@ def test_security_headers_are_set(client):
     assert headers["X-Frame-Options"] == "DENY"
     assert "default-src 'none'" in headers["Content-Security-Policy"]
     assert headers["Cache-Control"] == "no-store"
+
+
+def test_the_docs_page_allows_only_the_apis_own_files(client):
+    page = client.get("/docs")
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self';" in csp and "unsafe-inline" not in csp and "http" not in csp
+    sources = re.findall(rb'(?:src|href)="([^"]+)"', page.data)
+    assert sources and all(source.startswith(b"/docs/") for source in sources), sources
+    for source in sources:
+        assert client.get(source.decode()).status_code == 200, source
+
+
+def test_the_docs_page_serves_no_other_file(client):
+    page = client.get("/docs").data.decode()
+    (bundle,) = re.findall(r'src="(/docs/[^"]+/)swagger-ui-bundle.js"', page)
+    for name in ("index.html", "swagger-ui.js.map", "..%2F__init__.py"):
+        missing = client.get(bundle + name)
+        assert missing.status_code == 404, name
+        assert missing.json["code"] == 404
+    assert client.get("/docs/swagger-ui-0.0.1/swagger-ui.css").status_code == 404
 
 
 def test_metrics_can_be_closed_with_their_own_token(it_settings):
