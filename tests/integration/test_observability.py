@@ -53,7 +53,7 @@ def test_metrics_count_dead_letters_and_the_backlog_by_consumer_and_leave_done_o
     assert 'onlinestudy_dead_letters{consumer="learning.open_learning"} 1.0' in text
     assert 'onlinestudy_outbox_backlog{consumer="learning.open_learning"} 1.0' in text
     assert 'onlinestudy_outbox_backlog{consumer="mypage.project"} 3.0' in text
-    assert 'onlinestudy_dead_letters{consumer="mypage.project"}' not in text
+    assert 'onlinestudy_dead_letters{consumer="mypage.project"} 0.0' in text
 
 
 def test_a_request_id_follows_the_order_into_the_events_it_causes(client, container):
