@@ -15,6 +15,9 @@ _settings = Settings.from_env()
 # waits up to SCORE_SYNC_TIMEOUT_S; room for one more queued behind it, and a margin.
 graceful_timeout = int(2 * _settings.score_sync_timeout_s) + 10
 
+# The access and error logs mask phone numbers (GET /sms?phone=..., GET /mypage/<phone>).
+logger_class = "app.logging.MaskingGunicornLogger"
+
 
 def when_ready(server) -> None:
     """SIGTERM begins a drain: readiness answers 503 at once, so the load balancer (a

@@ -83,3 +83,25 @@ def test_metrics_show_the_rows_and_the_oldest_age_of_each_bookkeeping_table(clie
     ):
         assert gauges[f'onlinestudy_bookkeeping_rows{{table="{table}"}}'] >= 1, table
         assert gauges[f'onlinestudy_bookkeeping_oldest_age_seconds{{table="{table}"}}'] >= 0, table
+
+
+def http_series(client) -> set[str]:
+    """The label sets of the HTTP metrics /metrics shows (their values left out)."""
+    text = client.get("/metrics").get_data(as_text=True)
+    return {
+        line.rsplit(" ", 1)[0] for line in text.splitlines() if line.startswith("onlinestudy_http")
+    }
+
+
+def test_made_up_http_methods_do_not_grow_the_metrics(client):
+    anonymous = client.application.test_client()
+    anonymous.open("/courses", method="MADEUP")
+    before = http_series(anonymous)
+
+    for n in range(70):
+        assert anonymous.open(f"/x{n}", method=f"M{n:02d}X").status_code in (401, 429)
+    after = http_series(anonymous)
+
+    assert after - before <= {s for s in after if "/metrics" in s}  # the scrapes themselves
+    assert not any("M42X" in series or 'method="MADEUP"' in series for series in after)
+    assert any('method="other"' in series for series in after)
