@@ -182,9 +182,26 @@ def test_probes_metrics_and_the_api_description_need_no_token(client):
     assert spec["paths"]["/health/live"]["get"]["security"] == []
 
 
+# The containers the tests below make, each with its own connection pools: closed after each
+# test, so that a run does not hold a pool per app until the end (the server has a limit).
+_containers: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pools():
+    yield
+    while _containers:
+        _containers.pop().db.dispose()
+
+
+def make_container(settings):
+    _containers.append(bootstrap(settings))
+    return _containers[-1]
+
+
 def make_app(it_settings, container_settings=None, **changes):
     settings = dataclasses.replace(it_settings, **changes)
-    return create_app(bootstrap(settings))
+    return create_app(make_container(settings))
 
 
 def test_too_many_orders_from_one_student_get_429_with_retry_after(it_settings):
@@ -341,7 +358,7 @@ def database_settings(request, it_settings, tmp_path):
     else:
         settings = Settings.from_env({"ONLINESTUDY_VAR_DIR": str(tmp_path)})
         upgrade(settings)
-    with bootstrap(settings).main_session() as session:
+    with make_container(settings).main_session() as session:
         session.execute(delete(RATE_LIMIT_COUNTERS))
         session.commit()
     return settings
@@ -357,7 +374,7 @@ def test_without_redis_two_api_processes_count_in_the_database_together(database
 
 
 def test_a_database_counter_starts_again_when_its_window_is_over(database_settings):
-    storage = DatabaseStorage(session=bootstrap(database_settings).main_session)
+    storage = DatabaseStorage(session=make_container(database_settings).main_session)
     assert [storage.incr("k", expiry=1) for _ in range(3)] == [1, 2, 3]
     assert storage.get("k") == 3 and time.time() < storage.get_expiry("k") <= time.time() + 1
     time.sleep(1.1)
