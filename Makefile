@@ -3,6 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# checkov's pins clash with pytest's: it lives in a venv of its own (pyproject's deploy-lint group).
+TOOLS := $(VENV)/tools
+TOOLS_INSTALLED := $(TOOLS)/.installed
 
 .PHONY: run test test-unit test-integration test-e2e lint format smoke chaos chaos-long chaos-rabbitmq bench bench-quick clean
 
@@ -12,6 +15,12 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(INSTALLED)
 
+$(TOOLS_INSTALLED): pyproject.toml $(INSTALLED)
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --upgrade pip
+	$(TOOLS)/bin/pip install --quiet --group deploy-lint
+	touch $(TOOLS_INSTALLED)
+
 ## Run the whole system on SQLite with a server-less broker: API on :8088, relay, workers.
 run: $(INSTALLED)
 	$(BIN)/onlinestudy run
@@ -19,7 +28,7 @@ run: $(INSTALLED)
 ## Every test: unit (fakes), integration (PostgreSQL), end to end (Redis + real workers,
 ## Flower on Redis and RabbitMQ, /docs in headless Chromium), after the lint, the layers
 ## (import-linter) and the types (mypy).
-test: $(INSTALLED)
+test: $(INSTALLED) $(TOOLS_INSTALLED)
 	scripts/ensure-services.sh --rabbitmq
 	scripts/ensure-tools.sh
 	$(BIN)/ruff check .

@@ -18,6 +18,8 @@ graceful_timeout = int(2 * _settings.score_sync_timeout_s) + 10
 # The access log, where `--access-logfile -` turns it on (every command in the README and the
 # manifests): with the request id, so `grep <id>` finds the request beside the tasks it caused.
 access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+# The access and error logs mask phone numbers (GET /sms?phone=..., GET /mypage/<phone>).
+logger_class = "app.logging.MaskingGunicornLogger"
 
 
 def when_ready(server) -> None:

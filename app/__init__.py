@@ -80,7 +80,8 @@ def create_app(container: Container | None = None) -> Flask:
     install_observability(
         app, pipeline, HeartbeatCollector(settings.heartbeat_files), settings.metrics_token
     )
-    limits = install_security(app, settings, c.tokens)  # after: 401s get a request id too
+    # After the metrics: 401s get a request id too.
+    limits = install_security(app, settings, c.tokens, c.main_session)
     for blueprint in (
         *orders_api.blueprints(c.orders_uow, c.read_session, c.learning_overloaded, limits),
         *learning_api.blueprints(c.learning_uow),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from app.config import ConfigError, Settings
+from app.config import ConfigError, Settings, secret_setting
 
 
 def _settings() -> Settings:
@@ -138,6 +138,10 @@ def run(port: int, host: str, concurrency: int) -> None:
             "2",
             "--access-logfile",
             "-",
+            # Phone numbers masked in the access log (gunicorn.conf.py is not read here: the
+            # working directory is the user's).
+            "--logger-class",
+            "app.logging.MaskingGunicornLogger",
             "app:create_app()",
         ],
         [sys.executable, "-m", "workers.relay"],  # what `onlinestudy relay` runs
@@ -232,8 +236,8 @@ def events_prune(dry_run: bool) -> None:
     "--ttl",
     default=3600,
     show_default=True,
-    type=click.IntRange(60, 366 * 86400),
-    help="Seconds the token is valid.",
+    type=click.IntRange(min=60),
+    help="Seconds the token is valid (at most JWT_MAX_TTL).",
 )
 def token(role: str, phone: str | None, manager_id: int | None, ttl: int) -> None:
     """Print a token signed with the configured secret, alone on the last line."""
@@ -253,7 +257,8 @@ def token(role: str, phone: str | None, manager_id: int | None, ttl: int) -> Non
         issued = Tokens(_settings()).issue(role, phone=phone, manager_id=manager_id, ttl_s=ttl)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    except ValueError as exc:  # claims that no token may carry, such as --manager-id 0
+    except ValueError as exc:  # a claim no token may carry (--manager-id 0), or a --ttl
+        # longer than JWT_MAX_TTL
         raise click.UsageError(str(exc)) from None
     click.echo(issued)
 
@@ -305,8 +310,13 @@ def health_worker(max_age: float) -> None:
 @click.option("--port", default=5555, show_default=True, type=int)
 @click.option("--address", default="127.0.0.1", show_default=True)
 def flower(port: int, address: str) -> None:
-    """Run Flower on the configured broker; FLOWER_BASIC_AUTH=user:password protects it."""
+    """Run Flower on the configured broker; FLOWER_BASIC_AUTH=user:password (or a file named by
+    FLOWER_BASIC_AUTH_FILE) protects it."""
     settings = _settings()
+    try:
+        basic_auth = secret_setting(dict(os.environ), "FLOWER_BASIC_AUTH")
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
     argv = [
         sys.executable,
         "-m",
@@ -319,9 +329,11 @@ def flower(port: int, address: str) -> None:
     ]
     if settings.embedded:
         argv.append("--enable_events=False")  # see celeryconfig: no task events on files
-    # Flower reads FLOWER_BASIC_AUTH from the environment itself: on the command line the
-    # password would show in the process list.
-    if not os.environ.get("FLOWER_BASIC_AUTH") and address not in ("127.0.0.1", "localhost"):
+    if basic_auth:
+        # Flower reads its options from FLOWER_* variables too: the password stays off the
+        # command line, which every process of the machine may read.
+        os.environ["FLOWER_BASIC_AUTH"] = basic_auth
+    elif address not in ("127.0.0.1", "localhost"):
         raise click.ClickException(
             "set FLOWER_BASIC_AUTH=user:password to serve Flower beyond this machine"
         )

@@ -7,9 +7,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the process must not start."""
+
+
+# The issuer (`iss`) of the tokens `onlinestudy token` signs, and the default JWT_ISSUER.
+ISSUER = "onlinestudy"
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -81,10 +88,11 @@ class Settings:
     """Everything the API, the relay and the workers need; see the README's settings table."""
 
     var_dir: Path
-    database_url: str
-    notification_database_url: str
-    broker_url: str
-    result_backend: str
+    # URLs with their passwords: kept out of repr() (see redact_url).
+    database_url: str = field(repr=False)
+    notification_database_url: str = field(repr=False)
+    broker_url: str = field(repr=False)
+    result_backend: str = field(repr=False)
     redelivery_timeout_s: float = 30.0
     max_attempts: int = 5
     relay_poll_interval_s: float = 0.05
@@ -111,11 +119,19 @@ class Settings:
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = field(default=None, repr=False)
     jwt_jwks_url: str = ""
+    jwt_jwks_ttl_s: float = 300.0
+    # The `iss` every token must carry; tokens of this system's own `onlinestudy token` carry
+    # "onlinestudy".
+    jwt_issuer: str = ISSUER
+    # The `aud` values accepted (a token must name one); none: tokens naming any are refused.
+    jwt_audience: tuple[str, ...] = ()
+    jwt_max_ttl_s: float = 86400.0
     metrics_token: str | None = field(default=None, repr=False)
     rate_limit_orders: str = "30/minute"
     rate_limit_cancels: str = "30/minute"
     rate_limit_anonymous: str = "60/minute"
-    rate_limit_storage_url: str = "memory://"
+    # Where every API process counts: a limits storage URL, or DATABASE (the main database).
+    rate_limit_storage_url: str = field(default="memory://", repr=False)
     cors_origins: tuple[str, ...] = ()
     hsts: bool = False
     dedup_window_s: float = 7 * 86400.0
@@ -150,24 +166,35 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         var_dir = Path(env.get("ONLINESTUDY_VAR_DIR") or Path.cwd() / "var").resolve()
-        database_url = env.get("DATABASE_URL") or f"sqlite:///{var_dir / 'onlinestudy.sqlite'}"
-        notification_url = env.get("NOTIFICATION_DATABASE_URL") or (
+        # URLs carry passwords: each may come from a mounted file too (NAME_FILE).
+        database_url = secret_setting(env, "DATABASE_URL") or (
+            f"sqlite:///{var_dir / 'onlinestudy.sqlite'}"
+        )
+        notification_url = secret_setting(env, "NOTIFICATION_DATABASE_URL") or (
             f"sqlite:///{var_dir / 'notification.sqlite'}"
         )
-        broker_url = env.get("CELERY_BROKER_URL") or "filesystem://"
-        result_backend = env.get("CELERY_RESULT_BACKEND") or (
+        broker_url = secret_setting(env, "CELERY_BROKER_URL") or "filesystem://"
+        result_backend = secret_setting(env, "CELERY_RESULT_BACKEND") or (
             f"db+sqlite:///{var_dir / 'celery-results.sqlite'}"
         )
         for name, url in (
             ("DATABASE_URL", database_url),
             ("NOTIFICATION_DATABASE_URL", notification_url),
         ):
-            if not url.startswith(("sqlite", "postgresql")):
-                raise ConfigError(f"{name} must be a sqlite:// or postgresql:// URL, got {url!r}")
+            _database_url(name, url)
         if not broker_url.startswith(
             ("filesystem://", "redis://", "rediss://", "amqp://", "pyamqp://")
         ):
-            raise ConfigError(f"CELERY_BROKER_URL has an unsupported scheme: {broker_url!r}")
+            raise ConfigError(
+                f"CELERY_BROKER_URL has an unsupported scheme: {redact_url(broker_url)!r}"
+            )
+        jwt_algorithm = _choice(env, "JWT_ALGORITHM", "HS256", ("HS256", "RS256"))
+        jwt_issuer = env.get("JWT_ISSUER", "").strip()
+        if not jwt_issuer and jwt_algorithm == "RS256":
+            raise ConfigError(
+                "JWT_ALGORITHM=RS256 needs JWT_ISSUER: the `iss` of your identity provider's "
+                "tokens (e.g. https://idp.example.com/realms/onlinestudy)"
+            )
         sms_provider = _choice(env, "SMS_PROVIDER", "console", ("console", "http", "solapi"))
         sms_http_url = env.get("SMS_HTTP_URL", "")
         if sms_provider == "http" and not sms_http_url.startswith(("http://", "https://")):
@@ -198,16 +225,21 @@ class Settings:
             solapi_base_url=solapi.base_url,
             log_level=_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             worker_heartbeat_s=_float(env, "WORKER_HEARTBEAT_S", 10.0, minimum=0.1),
-            jwt_algorithm=_choice(env, "JWT_ALGORITHM", "HS256", ("HS256", "RS256")),
-            jwt_secret=_secret(env, "JWT_SECRET"),
-            jwt_public_key=_secret(env, "JWT_PUBLIC_KEY"),
-            jwt_jwks_url=env.get("JWT_JWKS_URL", ""),
-            metrics_token=_secret(env, "METRICS_TOKEN"),
+            jwt_algorithm=jwt_algorithm,
+            jwt_secret=secret_setting(env, "JWT_SECRET"),
+            jwt_public_key=secret_setting(env, "JWT_PUBLIC_KEY"),
+            jwt_jwks_url=_jwks_url(env),
+            jwt_jwks_ttl_s=_duration(env, "JWT_JWKS_TTL", 300.0),
+            jwt_issuer=jwt_issuer or ISSUER,
+            jwt_audience=tuple(
+                a.strip() for a in env.get("JWT_AUDIENCE", "").split(",") if a.strip()
+            ),
+            jwt_max_ttl_s=_duration(env, "JWT_MAX_TTL", 86400.0),
+            metrics_token=secret_setting(env, "METRICS_TOKEN"),
             rate_limit_orders=_rate(env, "RATE_LIMIT_ORDERS", "30/minute"),
             rate_limit_cancels=_rate(env, "RATE_LIMIT_CANCELS", "30/minute"),
             rate_limit_anonymous=_rate(env, "RATE_LIMIT_ANONYMOUS", "60/minute"),
-            rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL")
-            or (broker_url if broker_url.startswith(("redis://", "rediss://")) else "memory://"),
+            rate_limit_storage_url=_rate_limit_storage(env, broker_url, result_backend),
             cors_origins=tuple(
                 o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()
             ),
@@ -236,8 +268,8 @@ def _solapi(env: dict[str, str], chosen: bool) -> _Solapi:
     """SMS_PROVIDER=solapi's settings, each required then (the key and the secret may come
     from files, as the other secrets)."""
     values = _Solapi(
-        api_key=_secret(env, "SOLAPI_API_KEY"),
-        api_secret=_secret(env, "SOLAPI_API_SECRET"),
+        api_key=secret_setting(env, "SOLAPI_API_KEY"),
+        api_secret=secret_setting(env, "SOLAPI_API_SECRET"),
         sender_number=env.get("SMS_SENDER_NUMBER", "").strip(),
         lms_subject=env.get("SMS_LMS_SUBJECT") or "온라인스터디",
         base_url=env.get("SOLAPI_BASE_URL") or "https://api.solapi.com",
@@ -268,17 +300,81 @@ def _solapi(env: dict[str, str], chosen: bool) -> _Solapi:
     return values
 
 
-def _secret(env: dict[str, str], name: str) -> str | None:
-    """A secret from NAME, or from the file NAME_FILE names (a mounted Kubernetes secret)."""
-    if env.get(name):
-        return env[name]
-    path = env.get(f"{name}_FILE")
-    if not path:
-        return None
+# What .env.example and the example Kubernetes Secrets hold in place of every secret.
+PLACEHOLDER = "change-me"
+
+
+def secret_setting(env: dict[str, str], name: str) -> str | None:
+    """A secret from NAME, or from the file NAME_FILE names (a mounted Kubernetes secret).
+    The examples' placeholders are refused: a copied example must not run with a known key."""
+    value = env.get(name)
+    if not value:
+        path = env.get(f"{name}_FILE")
+        if not path:
+            return None
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+    if PLACEHOLDER in value.lower():
+        raise ConfigError(
+            f"{name} still holds the example's placeholder ({PLACEHOLDER}...): "
+            "set a secret of your own"
+        )
+    return value or None
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for messages and logs."""
     try:
-        return Path(path).read_text().strip() or None
-    except OSError as exc:
-        raise ConfigError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        # Not even a URL to SQLAlchemy: whatever stands between a user name and an @.
+        return re.sub(r"^([^:]+:/*[^/:@]*):[^@]*@", r"\1:***@", url)
+
+
+def _database_url(name: str, url: str) -> None:
+    if not url.startswith(("sqlite", "postgresql")):
+        raise ConfigError(
+            f"{name} must be a sqlite:// or postgresql:// URL, got {redact_url(url)!r}"
+        )
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"{name} is not a valid URL: {redact_url(url)!r}") from None
+
+
+def _jwks_url(env: dict[str, str]) -> str:
+    url = env.get("JWT_JWKS_URL", "").strip()
+    if url and not url.startswith(("https://", "http://")):
+        raise ConfigError(f"JWT_JWKS_URL must be an https:// URL, got {url!r}")
+    return url
+
+
+# RATE_LIMIT_STORAGE_URL's value for the main database (DATABASE_URL).
+DATABASE_STORAGE = "database"
+_REDIS = ("redis://", "rediss://")
+
+
+def _rate_limit_storage(env: dict[str, str], broker_url: str, result_backend: str) -> str:
+    """Where the API processes count requests. The limits hold only if every process counts in
+    one place: the broker's Redis, else the result backend's (RabbitMQ mode), else the main
+    database (the embedded mode's SQLite file is shared by the processes of `onlinestudy run`).
+    """
+    value = secret_setting(env, "RATE_LIMIT_STORAGE_URL")
+    if not value:
+        for url in (broker_url, result_backend):
+            if url.startswith(_REDIS):
+                return url
+        return DATABASE_STORAGE
+    if value.lower() == DATABASE_STORAGE:
+        return DATABASE_STORAGE
+    if not value.startswith((*_REDIS, "redis+sentinel://", "redis+cluster://", "memory://")):
+        raise ConfigError(
+            "RATE_LIMIT_STORAGE_URL must be `database`, a redis:// URL or memory://, "
+            f"got {redact_url(value)!r}"
+        )
+    return value
 
 
 # The exporters shipped; another installed package may register more under this group.

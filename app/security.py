@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jwt
 from flask import Flask, Response, g, request
@@ -21,13 +21,16 @@ from flask_cors import CORS
 from flask_limiter import Limiter, RequestLimit, RouteLimit
 from flask_limiter.util import get_remote_address
 from flask_smorest import abort
+from sqlalchemy.orm import Session
 
-from app.config import ConfigError, Settings
+from app.config import DATABASE_STORAGE, ConfigError, Settings, describe_duration
+from app.jwks import REFETCH_INTERVAL_S, KeySet
+from app.shared.credentials import bearer_token
 from app.shared.phone import normalize_mobile
+from app.shared.rate_limits import DatabaseStorage
 
 ROLES = ("admin", "manager", "student")
 LEEWAY_S = 30  # clock skew allowed on exp
-ISSUER = "onlinestudy"
 # No token needed: probes, metrics (their own token, if set) and the API's description.
 PUBLIC_PREFIXES = ("/health/", "/metrics", "/openapi.json", "/docs")
 
@@ -94,12 +97,17 @@ def instance_secret(var_dir: Path) -> str:
 
 class Tokens:
     """Verifies tokens (HS256 with JWT_SECRET, or RS256 with a public key or a JWKS URL) and,
-    with a secret, issues them."""
+    with a secret, issues them. Every token names JWT_ISSUER as `iss`, one of JWT_AUDIENCE as
+    `aud` when that is set (and none when it is not: a token meant for another service does
+    not open this one), and expires within JWT_MAX_TTL."""
 
     def __init__(self, settings: Settings):
         self.algorithm = settings.jwt_algorithm
+        self.issuer = settings.jwt_issuer
+        self.audience = settings.jwt_audience
+        self.max_ttl_s = settings.jwt_max_ttl_s
         self._verified: dict[str, tuple[Principal, float]] = {}
-        self._jwks = None
+        self._jwks: KeySet | None = None
         self._secret = None
         self._public_key = settings.jwt_public_key
         if self.algorithm == "HS256":
@@ -114,7 +122,7 @@ class Tokens:
             if len(self._secret) < 32:
                 raise ConfigError("JWT_SECRET must be at least 32 characters")
         elif settings.jwt_jwks_url:
-            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300)
+            self._jwks = KeySet(settings.jwt_jwks_url, settings.jwt_jwks_ttl_s)
         elif not self._public_key:
             raise ConfigError("JWT_ALGORITHM=RS256 needs JWT_PUBLIC_KEY(_FILE) or JWT_JWKS_URL")
 
@@ -130,14 +138,20 @@ class Tokens:
             raise ConfigError("tokens are issued by your identity provider (RS256)")
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        if ttl_s > self.max_ttl_s:
+            raise ValueError(
+                f"a token may live at most JWT_MAX_TTL ({describe_duration(self.max_ttl_s)})"
+            )
         now = int(time.time())
-        claims = {
+        claims: dict[str, str | int] = {
             "sub": subject or f"{role}:{phone or manager_id or 'cli'}",
             "role": role,
-            "iss": ISSUER,
+            "iss": self.issuer,
             "iat": now,
             "exp": now + ttl_s,
         }
+        if self.audience:
+            claims["aud"] = self.audience[0]
         if phone:
             claims["phone"] = phone
         if manager_id is not None:
@@ -169,14 +183,38 @@ class Tokens:
             key = self._jwks.get_signing_key_from_jwt(token).key
         else:
             key = self._secret or self._public_key
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=[self.algorithm],
-            options={"require": ["exp", "sub", "role"]},
-            leeway=LEEWAY_S,
-        )
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[self.algorithm],
+                options={"require": ["exp", "sub", "role", "iss"]},
+                issuer=self.issuer,
+                audience=list(self.audience) or None,
+                leeway=LEEWAY_S,
+            )
+        except jwt.InvalidAudienceError:
+            if self.audience:
+                raise
+            raise jwt.InvalidAudienceError(
+                "the token names an audience (aud) and none is configured (JWT_AUDIENCE)"
+            ) from None
+        self._check_lifetime(claims)
         return principal_from(claims), float(claims["exp"]) + LEEWAY_S
+
+    def _check_lifetime(self, claims: dict[str, object]) -> None:
+        """A token that lives longer than JWT_MAX_TTL is refused, however it was signed: a
+        leaked one must not open the API for years."""
+        expires = cast(float, claims["exp"])  # decode() checked that it is a number
+        issued = claims.get("iat")
+        lifetime = max(
+            expires - time.time() - LEEWAY_S,
+            expires - issued if isinstance(issued, int | float) else 0,
+        )
+        if lifetime > self.max_ttl_s:
+            raise jwt.InvalidTokenError(
+                f"the token lives longer than {describe_duration(self.max_ttl_s)} (JWT_MAX_TTL)"
+            )
 
 
 # --- per request --------------------------------------------------------------------------
@@ -256,11 +294,20 @@ def _seconds_to_reset(limit: RequestLimit | None) -> int:
         return limit.limit.get_expiry()
 
 
-def install(app: Flask, settings: Settings, tokens: Tokens) -> Limits:
+def install(
+    app: Flask, settings: Settings, tokens: Tokens, main_session: Callable[[], Session]
+) -> Limits:
     """Authentication, rate limits, CORS and security headers on every request; returns the
     limits that the order routes add."""
+    # Every API process must count in the same place, or each gunicorn worker lets the whole
+    # limit through: Redis, or the main database where there is no Redis.
+    if settings.rate_limit_storage_url == DATABASE_STORAGE:
+        storage_uri = DatabaseStorage.URI
+        # flask-limiter passes its options on to the storage's constructor as they are.
+        storage_options = cast(dict[str, str | int], {"session": main_session})
+    else:
+        storage_uri, storage_options = settings.rate_limit_storage_url, {}
     app.config.update(
-        RATELIMIT_STORAGE_URI=settings.rate_limit_storage_url,
         RATELIMIT_HEADERS_ENABLED=False,
         RATELIMIT_SWALLOW_ERRORS=True,  # the limit store down must not take the API down
     )
@@ -272,33 +319,40 @@ def install(app: Flask, settings: Settings, tokens: Tokens) -> Limits:
         g.principal, g.auth_error = None, None
         if request.path.startswith(PUBLIC_PREFIXES) or request.method == "OPTIONS":
             return
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
-            g.auth_error = ("a Bearer token is required", 'Bearer realm="onlinestudy"')
+        token = bearer_token(request.headers.get("Authorization", ""))
+        if token is None:
+            g.auth_error = (401, "a Bearer token is required", 'Bearer realm="onlinestudy"')
             return
         try:
-            g.principal = tokens.verify(header[len("Bearer ") :].strip())
+            g.principal = tokens.verify(token)
+        except jwt.PyJWKClientConnectionError as exc:
+            # Not the caller's fault: the identity provider's keys cannot be had just now.
+            g.auth_error = (503, str(exc), str(int(REFETCH_INTERVAL_S)))
         except jwt.PyJWTError as exc:
-            g.auth_error = (f"invalid token: {exc}", 'Bearer error="invalid_token"')
+            g.auth_error = (401, f"invalid token: {exc}", 'Bearer error="invalid_token"')
 
-    # Requests without a token count against the default limit, per address. No
-    # X-RateLimit-* headers on every answer: flask-limiter would read the window back from the
-    # store for them, a second round trip per limited request. A refused request still learns
-    # when to come back (`_retry_after`).
+    # Requests without a token count against one limit per address, whatever the route (an
+    # application limit: a default limit would count each route apart). No X-RateLimit-*
+    # headers on every answer: flask-limiter would read the window back from the store for
+    # them, a second round trip per limited request. A refused request still learns when to
+    # come back (`_retry_after`).
     limiter = Limiter(
         key_func=client_key,
         headers_enabled=False,
         strategy="fixed-window",
-        default_limits=[settings.rate_limit_anonymous],
-        default_limits_exempt_when=_has_token,
+        application_limits=[settings.rate_limit_anonymous],
+        application_limits_exempt_when=_has_token,
+        storage_uri=storage_uri,
+        storage_options=storage_options,
     )
     limiter.init_app(app)
 
     @app.before_request
     def _authenticate() -> None:
         if g.get("auth_error"):
-            message, challenge = g.auth_error
-            abort(401, message=message, headers={"WWW-Authenticate": challenge})
+            status, message, header = g.auth_error
+            name = "WWW-Authenticate" if status == 401 else "Retry-After"
+            abort(status, message=message, headers={name: header})
 
     @limiter.request_filter
     def _probes_are_free() -> bool:

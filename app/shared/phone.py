@@ -1,5 +1,6 @@
 """Korean mobile numbers, normalized to 010-1234-5678 with the phonenumbers library."""
 
+import re
 from functools import lru_cache
 
 import phonenumbers
@@ -27,4 +28,22 @@ def normalize_mobile(raw: str) -> str:
 
 def masked_mobile(phone: str) -> str:
     """010-1234-5678 -> 010-****-5678: enough to tell numbers apart, not to call one."""
-    return f"{phone[:4]}****{phone[-5:]}"
+    return mask_phones(phone)
+
+
+# A Korean mobile number anywhere in a text: 010-1234-5678, 01012345678, 010.1234.5678,
+# +82 10 1234 5678, and the same URL-encoded (010%2D1234%2D5678, %2B82...) or with `+` for a
+# space, as a request line carries them.
+_SEPARATOR = r"(?:[-. +]|%2[Dd]|%20)?"
+_MOBILE_IN_TEXT = re.compile(
+    r"(?<![0-9A-Za-z])"
+    rf"((?:(?:\+|%2[Bb])?82{_SEPARATOR}1|01)[016789]{_SEPARATOR})"
+    rf"[0-9]{{3,4}}({_SEPARATOR}[0-9]{{4}})"
+    r"(?![0-9A-Za-z])"
+)
+
+
+def mask_phones(text: str) -> str:
+    """The text with the middle digits of every mobile number starred (010-****-5678): logs are
+    read by more people than the database."""
+    return _MOBILE_IN_TEXT.sub(r"\1****\2", text)

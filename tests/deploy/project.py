@@ -21,6 +21,7 @@ ONLINESTUDY_SUBCOMMANDS = frozenset(
         "health worker",
         "health relay",
         "mypage rebuild",
+        "flower",
     }
 )
 

@@ -3,9 +3,11 @@ runs, probes, scales and stops every part of the system as the product needs."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +32,7 @@ POD_OWNERS = {"Deployment", "Job"}
 
 
 @pytest.fixture(scope="module")
-def documents() -> list[dict]:
+def rendered() -> str:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed: cannot render deploy/k8s/overlays/example")
@@ -38,7 +40,12 @@ def documents() -> list[dict]:
         [kubectl, "kustomize", str(OVERLAY)], capture_output=True, text=True, timeout=60
     )
     assert rendered.returncode == 0, rendered.stderr
-    return [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+    return rendered.stdout
+
+
+@pytest.fixture(scope="module")
+def documents(rendered) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
 
 
 def of_kind(documents: list[dict], kind: str) -> dict[str, dict]:
@@ -107,7 +114,7 @@ def test_given_the_example_overlay_when_rendered_then_builtin_kinds_are_valid_ku
     assert errors == []
 
 
-def test_given_the_example_overlay_then_it_sets_namespace_image_tag_and_replicas(documents):
+def test_given_the_example_overlay_then_it_sets_namespace_image_digest_and_replicas(documents):
     namespaces = of_kind(documents, "Namespace")
     assert list(namespaces) == ["onlinestudy-example"]
     for doc in documents:
@@ -116,8 +123,11 @@ def test_given_the_example_overlay_then_it_sets_namespace_image_tag_and_replicas
             assert metadata.get("namespace") == "onlinestudy-example", metadata["name"]
     for owner in [*of_kind(documents, "Deployment").values(), *of_kind(documents, "Job").values()]:
         for container in containers(owner):
-            name, _, tag = container["image"].rpartition(":")
-            assert name.endswith("/onlinestudy") and tag and tag != "latest", container["image"]
+            # Pinned by digest: what runs is what was tested, whatever is pushed under a tag.
+            assert re.fullmatch(
+                r"registry\.example\.com/onlinestudy(:[\w.-]+)?@sha256:[0-9a-f]{64}",
+                container["image"],
+            ), container["image"]
     for deployment in of_kind(documents, "Deployment").values():
         assert deployment["spec"].get("replicas", 0) >= 1, deployment["metadata"]["name"]
 
@@ -295,39 +305,59 @@ def test_given_every_worker_queue_then_a_keda_scaled_object_scales_it_on_its_out
 
 def test_given_flower_then_only_operators_and_the_ingress_can_reach_it(documents):
     flower = component(documents, "flower")
-    policies = [
-        p
-        for p in of_kind(documents, "NetworkPolicy").values()
-        if selects(p["spec"]["podSelector"], pod_labels(flower))
+    rules = ingress_rules(documents, flower)
+
+    assert rules, "no ingress rule at all: nobody could open Flower"
+    peers = [peer for rule in rules for peer in rule["from"]]
+    assert {"onlinestudy.io/role": "operator"} in [
+        peer.get("podSelector", {}).get("matchLabels") for peer in peers
     ]
-
-    assert len(policies) == 1
-    spec = policies[0]["spec"]
-    assert "Ingress" in spec["policyTypes"]
-    for rule in spec["ingress"]:
-        assert rule.get("from"), "a rule without `from` admits every pod"
-        for peer in rule["from"]:
-            assert "ipBlock" not in peer
-            assert peer.get("podSelector", {}).get("matchLabels"), f"peer {peer} admits every pod"
-    labels = [
-        peer["podSelector"]["matchLabels"] for rule in spec["ingress"] for peer in rule["from"]
-    ]
-    assert {"onlinestudy.io/role": "operator"} in labels
+    assert [port["port"] for rule in rules for port in rule["ports"]] == [5555]
 
 
-def test_given_flower_then_its_basic_auth_comes_from_a_secret(documents):
-    (container,) = pod_spec(component(documents, "flower"))["containers"]
+def test_given_flower_then_its_basic_auth_comes_from_a_secret_file(documents):
+    flower = component(documents, "flower")
+    (container,) = pod_spec(flower)["containers"]
     env = {e["name"]: e for e in container.get("env", [])}
 
     # Flower reads it from the environment: in args it would show in the process list.
     assert [a for a in container["args"] if "auth" in a or "FLOWER_BASIC_AUTH" in a] == []
+    assert container["args"][:2] == ["onlinestudy", "flower"]
     assert problems_with_command(container["args"]) == []
-    reference = env["FLOWER_BASIC_AUTH"]["valueFrom"]["secretKeyRef"]
-    assert reference["key"] in of_kind(documents, "Secret")[reference["name"]]["stringData"]
+    assert not any("basic-auth" in arg for arg in container["args"])
+    assert secret_file(documents, flower, container, env["FLOWER_BASIC_AUTH_FILE"]["value"]) == (
+        "onlinestudy-flower",
+        "FLOWER_BASIC_AUTH",
+    )
+
+
+def secret_file(documents: list[dict], owner: dict, container: dict, path: str) -> tuple:
+    """(Secret, key) of the file at `path` in the container, which must exist."""
+    volumes = {v["name"]: v for v in pod_spec(owner).get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        folder = mount["mountPath"].rstrip("/") + "/"
+        if path.startswith(folder) and "secret" in volumes[mount["name"]]:
+            name = volumes[mount["name"]]["secret"]["secretName"]
+            key = path[len(folder) :]
+            secret = of_kind(documents, "Secret")[name]
+            assert key in secret.get("stringData", {}) | secret.get("data", {}), path
+            assert mount.get("readOnly") is True, path
+            return name, key
+    raise AssertionError(f"{path} is not in a mounted Secret")
+
+
+def settings_of(documents: list[dict], owner: dict, container: dict) -> dict[str, str]:
+    """The container's environment: its ConfigMaps, then its own entries."""
+    config_maps = of_kind(documents, "ConfigMap")
+    settings = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            settings |= config_maps[source["configMapRef"]["name"]]["data"]
+    settings |= {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    return settings
 
 
 def test_given_every_pod_then_its_configuration_exists_and_holds_every_setting(documents):
-    config_maps, secrets = of_kind(documents, "ConfigMap"), of_kind(documents, "Secret")
     required = {
         "DATABASE_URL",
         "NOTIFICATION_DATABASE_URL",
@@ -344,13 +374,22 @@ def test_given_every_pod_then_its_configuration_exists_and_holds_every_setting(d
     for kind in POD_OWNERS:
         for name, owner in of_kind(documents, kind).items():
             for container in containers(owner):
-                settings = set()
-                for source in container.get("envFrom", []):
-                    if "configMapRef" in source:
-                        settings |= set(config_maps[source["configMapRef"]["name"]]["data"])
-                    if "secretRef" in source:
-                        settings |= set(secrets[source["secretRef"]["name"]]["stringData"])
-                assert required <= settings, f"{name}: missing {sorted(required - settings)}"
+                settings = settings_of(documents, owner, container)
+                for setting, path in settings.items():
+                    if setting.endswith("_FILE"):
+                        secret_file(documents, owner, container, path)
+                given = {s.removesuffix("_FILE") for s in settings}
+                assert required <= given, f"{name}: missing {sorted(required - given)}"
+
+
+def test_given_every_pod_then_no_secret_reaches_it_as_an_environment_variable(documents):
+    for kind in POD_OWNERS:
+        for name, owner in of_kind(documents, kind).items():
+            for container in containers(owner):
+                assert not any("secretRef" in s for s in container.get("envFrom", [])), name
+                assert not any(
+                    "secretKeyRef" in e.get("valueFrom", {}) for e in container.get("env", [])
+                ), name
 
 
 def test_given_every_pod_then_it_runs_as_non_root_with_a_read_only_root(documents):
@@ -360,6 +399,85 @@ def test_given_every_pod_then_it_runs_as_non_root_with_a_read_only_root(document
             for container in containers(owner):
                 assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
                 assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+
+
+# --- the network: every pod denies by default, and each part is allowed what it needs ------
+
+
+def policies_of(documents: list[dict], owner: dict) -> list[dict]:
+    labels = pod_labels(owner)
+    return [
+        p["spec"]
+        for p in of_kind(documents, "NetworkPolicy").values()
+        if selects(p["spec"]["podSelector"], labels)
+    ]
+
+
+def ingress_rules(documents: list[dict], owner: dict) -> list[dict]:
+    return [r for p in policies_of(documents, owner) for r in p.get("ingress", [])]
+
+
+def egress_ports(documents: list[dict], owner: dict) -> set[int]:
+    ports = set()
+    for policy in policies_of(documents, owner):
+        for rule in policy.get("egress", []):
+            assert rule.get("ports"), f"an egress rule without ports: {rule}"
+            ports |= {port["port"] for port in rule["ports"]}
+    return ports
+
+
+def pod_owners(documents: list[dict]) -> dict[str, dict]:
+    return {name: o for kind in POD_OWNERS for name, o in of_kind(documents, kind).items()}
+
+
+def test_given_every_pod_then_it_denies_all_traffic_the_policies_do_not_allow(documents):
+    for name, owner in pod_owners(documents).items():
+        isolated = {t for p in policies_of(documents, owner) for t in p["policyTypes"]}
+        assert isolated == {"Ingress", "Egress"}, name
+
+
+def test_given_any_ingress_rule_then_it_names_its_peers_and_ports(documents):
+    for name, owner in pod_owners(documents).items():
+        for rule in ingress_rules(documents, owner):
+            assert rule.get("from") and rule.get("ports"), f"{name}: {rule} admits everything"
+            for peer in rule["from"]:
+                assert "ipBlock" not in peer, name
+                assert peer.get("podSelector", {}).get("matchLabels"), f"{name}: {peer}"
+
+
+def test_given_the_api_then_only_the_ingress_controller_and_prometheus_reach_it(documents):
+    rules = ingress_rules(documents, component(documents, "api"))
+    peers = [peer["podSelector"]["matchLabels"] for rule in rules for peer in rule["from"]]
+
+    assert sorted(p["app.kubernetes.io/name"] for p in peers) == ["ingress-nginx", "prometheus"]
+    assert {port["port"] for rule in rules for port in rule["ports"]} == {API_PORT}
+
+
+def test_given_the_relay_migration_and_workers_then_nothing_reaches_them_but_metrics(documents):
+    assert ingress_rules(documents, component(documents, "relay")) == []
+    (job,) = of_kind(documents, "Job").values()
+    assert ingress_rules(documents, job) == []
+    for queue, worker in worker_deployments(documents).items():
+        rules = ingress_rules(documents, worker)
+        assert [port["port"] for rule in rules for port in rule["ports"]] == [9100], queue
+
+
+DNS, DATABASE, BROKER, HTTPS = {53}, {5432}, {6379, 5672, 5671}, {443}
+
+
+def test_given_each_part_then_it_reaches_only_the_database_the_broker_and_dns(documents):
+    (job,) = of_kind(documents, "Job").values()
+    expected = {
+        "api": DNS | DATABASE | BROKER,
+        "relay": DNS | DATABASE | BROKER,
+        "flower": DNS | BROKER,
+    }
+    for part, ports in expected.items():
+        assert egress_ports(documents, component(documents, part)) == ports, part
+    assert egress_ports(documents, job) == DNS | DATABASE
+    for queue, worker in worker_deployments(documents).items():
+        sms = HTTPS if queue == "notification" else set()
+        assert egress_ports(documents, worker) == DNS | DATABASE | BROKER | sms, queue
 
 
 # A rollout without a failed request: every Deployment.
@@ -470,3 +588,46 @@ def test_given_the_monitoring_component_then_the_alerts_and_the_dashboard_are_de
         dashboards[0]["data"]["grafana-dashboard.json"]
         == (monitoring / "grafana-dashboard.json").read_text()
     )
+
+
+# --- checkov on the rendered overlay ---------------------------------------------------------
+
+CHECKOV_CONFIG = REPO / "deploy" / "k8s" / "checkov.yaml"
+# Checks that must pass on every pod, and may never be skipped: a NetworkPolicy selects it,
+# secrets reach it as files, its image is pinned by digest.
+ESSENTIAL_CHECKS = ("CKV2_K8S_6", "CKV_K8S_35", "CKV_K8S_43")
+
+
+def checkov_binary() -> str:
+    # `make test` installs checkov in a venv of its own (pyproject's deploy-lint group).
+    for candidate in (REPO / ".venv" / "tools" / "bin" / "checkov", shutil.which("checkov")):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    pytest.skip("checkov is not installed: make .venv/tools/.installed")
+
+
+def test_given_checkov_on_the_rendered_overlay_then_only_the_accepted_checks_fail(
+    rendered, documents, tmp_path
+):
+    manifest = tmp_path / "rendered.yaml"
+    manifest.write_text(rendered)
+    run = subprocess.run(
+        [checkov_binary(), "--config-file", str(CHECKOV_CONFIG), "-f", str(manifest)]
+        + ["--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = json.loads(run.stdout)
+    results = (report[0] if isinstance(report, list) else report)["results"]
+
+    failed = [(f["check_id"], f["resource"]) for f in results["failed_checks"]]
+    assert failed == [] and run.returncode == 0, failed
+    skipped = {s["check_id"] for s in results["skipped_checks"]}
+    assert skipped.isdisjoint(ESSENTIAL_CHECKS)
+    owners = set(pod_owners(documents))
+    for check in ESSENTIAL_CHECKS:
+        passed = {
+            p["resource"].split(".")[2] for p in results["passed_checks"] if p["check_id"] == check
+        }
+        assert owners <= passed, (check, sorted(owners - passed))

@@ -50,6 +50,8 @@ def test_the_embedded_default_runs_the_slice_and_stops_on_ctrl_c(tmp_path):
             assert row["learning_status"] == "STARTED" and row["manager_name"] == "임매니저"
 
         eventually(on_my_page, timeout_s=30)
+        sms = http.get(f"{base}/sms", params={"phone": phone}, timeout=10)
+        assert sms.status_code == 200
 
         def its_evaluation():
             found = http.get(
@@ -72,6 +74,12 @@ def test_the_embedded_default_runs_the_slice_and_stops_on_ctrl_c(tmp_path):
     finally:
         os.killpg(run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         assert run.wait(timeout=60) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    # The access log has GET /mypage/<phone> and GET /sms?phone=<phone>, the SMS log its
+    # recipient: every one masked.
+    log = (tmp_path / "run.log").read_text()
+    assert f"GET /mypage/{phone[:4]}****{phone[-5:]}" in log
+    for unmasked in (phone, phone.replace("-", ""), phone.replace("-", "%2D")):
+        assert unmasked not in log
 
     def all_gone():
         try:

@@ -178,3 +178,25 @@ def test_metrics_show_how_old_each_heartbeat_is(client, it_settings):
         stalled.unlink()
     assert 120 <= age < 180
     assert not any(name == "onlinestudy_heartbeat_age_seconds" for name, _ in samples(client))
+
+
+def http_series(client) -> set[str]:
+    """The label sets of the HTTP metrics /metrics shows (their values left out)."""
+    text = client.get("/metrics").get_data(as_text=True)
+    return {
+        line.rsplit(" ", 1)[0] for line in text.splitlines() if line.startswith("onlinestudy_http")
+    }
+
+
+def test_made_up_http_methods_do_not_grow_the_metrics(client):
+    anonymous = client.application.test_client()
+    anonymous.open("/courses", method="MADEUP")
+    before = http_series(anonymous)
+
+    for n in range(70):
+        assert anonymous.open(f"/x{n}", method=f"M{n:02d}X").status_code in (401, 429)
+    after = http_series(anonymous)
+
+    assert after - before <= {s for s in after if "/metrics" in s}  # the scrapes themselves
+    assert not any("M42X" in series or 'method="MADEUP"' in series for series in after)
+    assert any('method="other"' in series for series in after)

@@ -9,15 +9,18 @@ import time
 import jwt
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from app import create_app
 from app.bootstrap import bootstrap
+from app.config import Settings
 from app.consumer import consume
+from app.migrate import upgrade
 from app.policies import BY_CONSUMER
 from app.security import Tokens
 from app.shared.events import EventType
 from app.shared.outbox.tables import OutboxEvent
+from app.shared.rate_limits import RATE_LIMIT_COUNTERS, DatabaseStorage
 from tests.conftest import REDIS_URL
 from tests.helpers import course_body, order_body, random_phone
 from tests.integration.test_api_flow import deliver_all
@@ -184,9 +187,26 @@ def test_probes_metrics_and_the_api_description_need_no_token(client):
     assert spec["paths"]["/health/live"]["get"]["security"] == []
 
 
+# The containers the tests below make, each with its own connection pools: closed after each
+# test, so that a run does not hold a pool per app until the end (the server has a limit).
+_containers: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pools():
+    yield
+    while _containers:
+        _containers.pop().db.dispose()
+
+
+def make_container(settings):
+    _containers.append(bootstrap(settings))
+    return _containers[-1]
+
+
 def make_app(it_settings, container_settings=None, **changes):
     settings = dataclasses.replace(it_settings, **changes)
-    return create_app(bootstrap(settings))
+    return create_app(make_container(settings))
 
 
 def test_too_many_orders_from_one_student_get_429_with_retry_after(it_settings):
@@ -429,3 +449,97 @@ def test_a_course_off_the_catalog_is_seen_only_by_admins_and_the_students_who_or
     client.patch(path, json={"active": False})
     seen = {who: c.get(path).status_code for who, c in readers.items()}
     assert seen == {"admin": 200, "buyer": 200, "other": 404, "manager": 404}
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
+def test_the_bearer_scheme_is_accepted_in_any_case(client, container, scheme):
+    anonymous = client.application.test_client()
+    token = container.tokens.issue("admin")
+    response = anonymous.get("/orders", headers={"Authorization": f"{scheme} {token}"})
+    assert response.status_code == 200
+
+
+def test_the_metrics_token_is_compared_in_constant_time(it_settings, monkeypatch):
+    import hmac
+
+    from app.shared import credentials
+
+    compared, real = [], hmac.compare_digest
+
+    def compare_digest(a, b):
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(credentials.hmac, "compare_digest", compare_digest)
+    scraper = make_app(it_settings, metrics_token="scrape-me").test_client()
+    assert scraper.get("/metrics", headers={"Authorization": "bearer scrape-me"}).status_code == 200
+    assert scraper.get("/metrics", headers={"Authorization": "Bearer scrape-mE"}).status_code == 401
+    assert compared == [(b"scrape-me", b"scrape-me"), (b"scrape-mE", b"scrape-me")]
+
+
+def test_when_the_identity_providers_keys_cannot_be_fetched_the_answer_is_503(it_settings):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.e2e.conftest import free_port
+
+    issuer = "https://idp.example.com"
+    app = make_app(
+        it_settings,
+        jwt_algorithm="RS256",
+        jwt_issuer=issuer,
+        jwt_jwks_url=f"http://127.0.0.1:{free_port()}/jwks.json",  # nobody listens
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "u", "role": "admin", "iss": issuer, "exp": now + 60},
+        key,
+        algorithm="RS256",
+        headers={"kid": "k1"},
+    )
+    answer = app.test_client().get("/orders", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 503 and int(answer.headers["Retry-After"]) > 0
+    assert "identity provider" in answer.json["message"]
+
+
+# --- limits that every API process shares ---------------------------------------------------
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_settings(request, it_settings, tmp_path):
+    """Settings whose limits count in the main database: PostgreSQL, or the embedded SQLite."""
+    if request.param == "postgresql":
+        settings = dataclasses.replace(it_settings, rate_limit_storage_url="database")
+    else:
+        settings = Settings.from_env({"ONLINESTUDY_VAR_DIR": str(tmp_path)})
+        upgrade(settings)
+    with make_container(settings).main_session() as session:
+        session.execute(delete(RATE_LIMIT_COUNTERS))
+        session.commit()
+    return settings
+
+
+def test_without_redis_two_api_processes_count_in_the_database_together(database_settings):
+    assert database_settings.rate_limit_storage_url == "database"
+    first, second = (
+        make_app(database_settings, rate_limit_anonymous="5/minute").test_client() for _ in range(2)
+    )
+    answers = [(first if i % 2 else second).get("/courses").status_code for i in range(12)]
+    assert answers == [401] * 5 + [429] * 7
+
+
+def test_a_database_counter_starts_again_when_its_window_is_over(database_settings):
+    storage = DatabaseStorage(session=make_container(database_settings).main_session)
+    assert [storage.incr("k", expiry=1) for _ in range(3)] == [1, 2, 3]
+    assert storage.get("k") == 3 and time.time() < storage.get_expiry("k") <= time.time() + 1
+    time.sleep(1.1)
+    assert storage.get("k") == 0
+    assert storage.incr("k", expiry=1) == 1
+    storage.clear("k")
+    assert storage.get("k") == 0 and storage.check()
+
+
+def test_the_token_less_limit_counts_every_route_together(it_settings):
+    anonymous = make_app(it_settings, rate_limit_anonymous="4/minute").test_client()
+    answers = [anonymous.get(path).status_code for path in ("/courses", "/orders", "/sms") * 2]
+    assert answers == [401] * 4 + [429] * 2
