@@ -163,7 +163,9 @@ class Order(MainBase, Aggregate):
     @property
     def waitlist_position(self) -> int | None:
         """Not stored: its place in the waitlist (1 is next) when it was read, as the handler
-        that read it counted."""
+        that read it counted; None once it no longer waits."""
+        if self.status != OrderStatus.WAITLISTED:
+            return None
         position: int | None = self.__dict__.get("_waitlist_position")
         return position
 
