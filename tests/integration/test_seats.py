@@ -278,9 +278,7 @@ def test_given_a_seat_from_the_waitlist_delivered_twice_and_out_of_order_then_ap
     )
     waiting, _ = handlers.place_order(
         container.orders_uow(),
-        handlers.PlaceOrder(
-            course_no, phone, date(2026, 12, 1), date(2026, 12, 31), waitlist=True
-        ),
+        handlers.PlaceOrder(course_no, phone, date(2026, 12, 1), date(2026, 12, 31), waitlist=True),
     )
     handlers.cancel_order(container.orders_uow(), holder.order_no)
     everything = envelopes(container, waiting.order_no)

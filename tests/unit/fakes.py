@@ -117,9 +117,7 @@ class FakeOrders:
 
     def _waiting(self, course_no):
         waiting = [
-            o
-            for o in self.items
-            if o.course_no == course_no and o.status == OrderStatus.WAITLISTED
+            o for o in self.items if o.course_no == course_no and o.status == OrderStatus.WAITLISTED
         ]
         return sorted(waiting, key=lambda o: o.waitlist_ticket)
 
