@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from bench import history, loadgen, report
+from bench import history, loadgen, report, rush
 from bench.loadgen import Spec, mypage_phone, percentile
 from bench.system import (
     REDIS_URL,
@@ -66,6 +66,7 @@ PROFILES = {
         "mypage_small": 10_000,
         "mypage_large": 1_000_000,
         "managers": 20,
+        "rush_students": 5000,
     },
     "quick": {
         "clients": 8,
@@ -83,10 +84,11 @@ PROFILES = {
         "mypage_small": 10_000,
         "mypage_large": 100_000,
         "managers": 20,
+        "rush_students": 5000,
     },
 }
 
-PHASES = ("hello", "noop", "mypage", "floor", "post", "sustained", "latency", "final")
+PHASES = ("hello", "noop", "mypage", "floor", "post", "sustained", "latency", "final", "rush")
 
 GOALS = {
     "e2e_orders_per_s": (">=", 300),
@@ -100,6 +102,14 @@ GOALS = {
     "history_e2e_vs_empty": (">=", round(1 / 1.2, 3)),
     "history_final_p50_vs_empty": ("<=", 1.2),
     "history_final_p99_vs_empty": ("<=", 1.2),
+    # The opening rush (bench/rush.py).
+    "rush_seated": ("==", 100),
+    "rush_failed_answers": ("==", 0),
+    "rush_p99_ms": ("<", 1000),
+    "rush_sold_out_vs_post": (">=", 2),
+    "rush_unfair_seat_pairs": ("==", 0),
+    "rush_unfair_waitlist_pairs": ("==", 0),
+    "rush_promotion_s": ("<", 5),
 }
 
 # The figures measured again on top of the preloaded history (--history N), beside the
@@ -412,6 +422,8 @@ class Bench:
             self.phase_latency()
         if "final" in want:
             self.phase_final()
+        if "rush" in want:
+            rush.run(self)
         if self.args.history:
             self.phase_history(self.args.history)
         if "mypage" in want:

@@ -114,7 +114,9 @@ def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
     if cmd.begin_date > cmd.end_date:
         raise InvalidInput("begin_date must be on or before end_date")
     try:
-        return _place(uow, cmd), True
+        return _place(uow, cmd)
+    except _SoldOutAsRead:
+        raise  # its read found no earlier request with this key
     except (Conflict, IntegrityError) as refused:
         # The unique indexes decide, without a query before every order: the same
         # Idempotency-Key replays the first order (also once the course closed or sold out),
@@ -132,17 +134,28 @@ def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
         raise
 
 
-def _place(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> Order:
+class _SoldOutAsRead(SoldOut):
+    """Sold out as the course was read, with no earlier request of the same key."""
+
+
+def _place(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
     # Without a capacity: a read, then one write; on PostgreSQL two round trips in all.
     with uow.statement_by_statement():
-        course = found(uow.courses.course_to_order(cmd.course_no), f"course {cmd.course_no}")
+        course = found(
+            uow.courses.course_to_order(cmd.course_no, cmd.idempotency_key),
+            f"course {cmd.course_no}",
+        )
+        if course.replay_of is not None:
+            replay = _replayed(uow, cmd)
+            if replay:
+                return replay, False
         if course.capacity is None:
             order = _new_order(cmd, course)
             if uow.commit_new(order, only_if=UNLIMITED_COURSE):
-                return order
+                return order, True
             # The course has had a capacity since it was read: its seats decide.
         elif not cmd.waitlist and not has_seat_for_newcomer(course):
-            raise SoldOut()  # as read: the answer writes nothing
+            raise _SoldOutAsRead()  # one read, and no write
     # With a capacity: the course row locked (its lock queue is the arrival order), a seat or
     # a ticket, and the order, in one transaction.
     with uow:
@@ -152,7 +165,7 @@ def _place(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> Order:
         if ticket is not None:
             order.waitlist_position = locked.waitlisted  # the last in line
         uow.commit_new(order)
-        return order
+        return order, True
 
 
 def _new_order(cmd: PlaceOrder, course: Course | CourseToOrder, ticket: int | None = None) -> Order:

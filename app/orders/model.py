@@ -111,8 +111,9 @@ def has_seat_for_newcomer(course: Seats) -> bool:
 
 
 # What an order needs of its course, read as a row (course_no, title, active, capacity,
-# seats_taken, waitlisted): no entity.
-CourseToOrder = Row[str, str, bool, int | None, int, int]
+# seats_taken, waitlisted, and replay_of: the order of an earlier request with the same
+# Idempotency-Key): no entity.
+CourseToOrder = Row[str, str, bool, int | None, int, int, str | None]
 
 
 # OR rather than IN: PostgreSQL prints an IN of this column back in a form that reads back

@@ -11,6 +11,7 @@ from app.shared.db.paging import paged, where_given
 from app.shared.states import LIVE_ORDER, SEAT_HOLDING, OrderStatus
 
 _courses = Course.__table__
+_orders = Order.__table__
 _COURSE_TO_ORDER = select(
     _courses.c.course_no,
     _courses.c.title,
@@ -18,6 +19,12 @@ _COURSE_TO_ORDER = select(
     _courses.c.capacity,
     _courses.c.seats_taken,
     _courses.c.waitlisted,
+    # The order an earlier request with this Idempotency-Key got, if any: in the same read,
+    # so that a sold-out answer costs one round trip.
+    select(_orders.c.order_no)
+    .where(_orders.c.idempotency_key == bindparam("idempotency_key"))
+    .scalar_subquery()
+    .label("replay_of"),
 ).where(_courses.c.course_no == bindparam("course_no"))
 
 # The condition an order of a course without a capacity is inserted on, in the statement that
@@ -43,10 +50,15 @@ class CourseRepository:
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return self.session.execute(stmt).scalar_one_or_none()
 
-    def course_to_order(self, course_no: str) -> CourseToOrder | None:
-        """What an order needs of its course (course_no, title, active and its seats): every
-        order asks, so the statement is built once, on the table rather than the entity."""
-        return self.session.execute(_COURSE_TO_ORDER, {"course_no": course_no}).one_or_none()
+    def course_to_order(
+        self, course_no: str, idempotency_key: str | None = None
+    ) -> CourseToOrder | None:
+        """What an order needs of its course (course_no, title, active and its seats), and the
+        order an earlier request with this key got: every order asks, so the statement is
+        built once, on the table rather than the entity."""
+        return self.session.execute(
+            _COURSE_TO_ORDER, {"course_no": course_no, "idempotency_key": idempotency_key}
+        ).one_or_none()
 
     def search(
         self, q: str | None, category: str | None, offset: int, limit: int

@@ -83,8 +83,12 @@ class FakeCourses:
     def get(self, course_no, for_update=False):
         return self.items.get(course_no)
 
-    def course_to_order(self, course_no):
-        return self.items.get(course_no)
+    def course_to_order(self, course_no, idempotency_key=None):
+        course = self.items.get(course_no)
+        if course is not None:
+            earlier = self.uow.orders.by_idempotency_key(idempotency_key)
+            course.replay_of = earlier.order_no if idempotency_key and earlier else None
+        return course
 
 
 class FakeOrders:
