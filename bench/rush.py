@@ -115,7 +115,7 @@ def run(bench) -> None:
     bench.monitor.mark("rush0")
     burst = loadgen.run(spec)
     bench.monitor.mark("rush1")
-    bench.phase_cpu("rush_burst", "rush0", "rush1")
+    cpu = bench.phase_cpu("rush_burst", "rush0", "rush1")
 
     told: dict[int, tuple[float, str, str | None]] = {}  # phone index -> (sent, answer, order)
     answers: Counter = Counter()
@@ -171,6 +171,12 @@ def run(bench) -> None:
         "course_counts": {"seats_taken": seats_taken, "waitlisted": waitlisted},
         "max_ms": round(1000 * max(latencies), 1),
         "fair_gap_ms": int(FAIR_GAP_S * 1000),
+        # Where the machine went meanwhile: the API, the pipeline carrying the burst's events,
+        # the servers, and what other processes on the machine took.
+        "cpu_s_by_role": {k: round(v, 2) for k, v in sorted(cpu["system_by_role"].items())},
+        "servers_cpu_s": {k: round(v, 2) for k, v in cpu["servers"].items()},
+        "others_cpu_s": cpu["everyone"]["others_cpu_s"],
+        "client_cpu_s": round(burst.client_cpu_s, 2),
     }
     log(
         f"  burst of {len(burst.samples):,} in {wall:.1f}s: {dict(answers)}; "
