@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from chaos.faults import FaultResult, Faults
 from chaos.history import OrderHistory
-from chaos.load import RETRY_WINDOW_S, Load, answers_between, failed_requests
+from chaos.load import RETRY_WINDOW_S, Load, _retry_after, answers_between, failed_requests
 
 
 @dataclass(frozen=True)
@@ -132,10 +132,4 @@ def place(load: Load, student: OrderHistory, waitlist: bool) -> str:
             time.monotonic() > deadline
         ):
             return str(status)
-        time.sleep(_pause(response))
-
-
-def _pause(response) -> float:
-    if response is not None and response.headers.get("Retry-After", "").isdigit():
-        return min(2.0, float(response.headers["Retry-After"]))
-    return 0.3
+        time.sleep(_retry_after(response))

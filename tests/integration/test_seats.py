@@ -189,7 +189,7 @@ def assert_no_seat_sold_twice_or_lost(state: dict) -> None:
 def test_given_a_burst_of_orders_then_exactly_the_capacity_is_seated(committing_container):
     c = committing_container
     course_no = new_course(c, 10)
-    with ThreadPoolExecutor(12) as pool:
+    with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda i: try_order(c, course_no, i % 2 == 0), range(60)))
     assert answers.count("ORDERED") == 10
     assert set(answers) <= {"ORDERED", "WAITLISTED", "SOLD_OUT", "conflict"}
@@ -218,7 +218,7 @@ def test_given_cancels_orders_and_capacity_changes_at_once_then_no_seat_is_sold_
         for n in (7, 9)
     ]
     rng.shuffle(work)
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(6) as pool:
         for future in [pool.submit(job) for job in work]:
             try:
                 future.result()
