@@ -89,10 +89,9 @@ def update_course(uow: OrdersUnitOfWork, course_no: str, changes: dict[str, Any]
     with uow:
         course = found(uow.courses.get(course_no, for_update=seats), f"course {course_no}")
         if seats:
-            # Without a capacity the seats were not counted: count them now.
-            taken = (
-                uow.orders.seats_held(course_no) if course.capacity is None else course.seats_taken
-            )
+            # Without a capacity the seats were not counted: count them now, if one is set.
+            counting = course.capacity is None and capacity is not None
+            taken = uow.orders.seats_held(course_no) if counting else course.seats_taken
             course.change_capacity(capacity, taken)
             _seat_the_waitlist(uow, course)
         for name, value in changes.items():
