@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from app.orders.model import Course, CourseToOrder, Order, has_seat_for_newcomer
+from app.orders.model import Course, CourseToOrder, Order, ensure_open, has_seat_for_newcomer
 from app.orders.repository import UNLIMITED_COURSE, CourseRepository, OrderRepository
 from app.shared.errors import Conflict, InvalidInput, SoldOut, found
 from app.shared.states import OrderStatus
@@ -153,8 +153,10 @@ def _place(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
             if uow.commit_new(order, only_if=UNLIMITED_COURSE):
                 return order, True
             # The course has had a capacity since it was read: its seats decide.
-        elif not cmd.waitlist and not has_seat_for_newcomer(course):
-            raise _SoldOutAsRead()  # one read, and no write
+        else:
+            ensure_open(course)  # a closed course is closed, full or not
+            if not cmd.waitlist and not has_seat_for_newcomer(course):
+                raise _SoldOutAsRead()  # one read, and no write
     # With a capacity: the course row locked (its lock queue is the arrival order), a seat or
     # a ticket, and the order, in one transaction.
     with uow:
@@ -185,6 +187,8 @@ def _replayed(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> Order | None:
     earlier = uow.orders.by_idempotency_key(cmd.idempotency_key)
     if earlier and earlier.request_fingerprint != cmd.fingerprint():
         raise InvalidInput("this Idempotency-Key was used with a different request body")
+    if earlier:
+        uow.orders.with_positions([earlier])  # a waiting order: where it stands now
     return earlier
 
 

@@ -97,6 +97,29 @@ def test_given_a_seat_taken_when_the_same_request_comes_again_once_sold_out_then
     assert again.order_no == first.order_no and course(uow).seats_taken == 1
 
 
+def test_given_a_waiting_order_when_its_request_comes_again_then_it_is_told_where_it_stands_now():
+    uow = a_course(1)
+    holder = order(uow, 1)
+    order(uow, 2, waitlist=True)
+    waiting = order(uow, 3, waitlist=True, key="k-3")
+    handlers.cancel_order(uow, holder.order_no)
+    again = order(uow, 3, waitlist=True, key="k-3")
+    assert (again.order_no, again.status, again.waitlist_position) == (
+        waiting.order_no,
+        OrderStatus.WAITLISTED,
+        1,
+    )
+
+
+def test_given_a_closed_full_course_then_an_order_is_refused_as_closed_not_sold_out():
+    uow = a_course(1)
+    order(uow, 1)
+    course(uow).active = False
+    with pytest.raises(Conflict) as refused:
+        order(uow, 2)
+    assert not isinstance(refused.value, SoldOut)
+
+
 def test_given_waiting_orders_when_a_seat_holder_cancels_then_the_oldest_gets_the_seat():
     uow = a_course(1)
     holder = order(uow, 1)
