@@ -160,11 +160,12 @@ def _place(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
     # With a capacity: the course row locked (its lock queue is the arrival order), a seat or
     # a ticket, and the order, in one transaction.
     with uow:
-        locked = found(uow.courses.get(cmd.course_no, for_update=True), f"course {cmd.course_no}")
+        locked = found(uow.courses.seats_for_update(cmd.course_no), f"course {cmd.course_no}")
         ticket = locked.take_seat(cmd.waitlist)
         order = _new_order(cmd, locked, ticket)
         if ticket is not None:
             order.waitlist_position = locked.waitlisted  # the last in line
+        uow.courses.save_seats(locked)
         uow.commit_new(order)
         return order, True
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.orders.model import Course, CourseToOrder, Order
@@ -49,6 +49,25 @@ class CourseRepository:
             # Its seats change under this lock: taken first, before any order's row.
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return self.session.execute(stmt).scalar_one_or_none()
+
+    def seats_for_update(self, course_no: str) -> Course | None:
+        """The course, locked, as a detached entity: an order changes only its seats, which
+        `save_seats` writes back by one statement rather than by the ORM's flush."""
+        row = self.session.execute(
+            select(_courses).where(_courses.c.course_no == course_no).with_for_update()
+        ).one_or_none()
+        return Course(**row._mapping) if row else None
+
+    def save_seats(self, course: Course) -> None:
+        self.session.execute(
+            update(_courses)
+            .where(_courses.c.course_no == course.course_no)
+            .values(
+                seats_taken=course.seats_taken,
+                waitlisted=course.waitlisted,
+                last_ticket=course.last_ticket,
+            )
+        )
 
     def course_to_order(
         self, course_no: str, idempotency_key: str | None = None

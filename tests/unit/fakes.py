@@ -83,6 +83,12 @@ class FakeCourses:
     def get(self, course_no, for_update=False):
         return self.items.get(course_no)
 
+    def seats_for_update(self, course_no):
+        return self.items.get(course_no)
+
+    def save_seats(self, course):
+        pass  # the fake's course is the stored one
+
     def course_to_order(self, course_no, idempotency_key=None):
         course = self.items.get(course_no)
         if course is not None:
