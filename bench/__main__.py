@@ -84,7 +84,7 @@ PROFILES = {
         "mypage_small": 10_000,
         "mypage_large": 100_000,
         "managers": 20,
-        "rush_students": 5000,
+        "rush_students": 2000,  # the goals speak of 5,000: the full profile
     },
 }
 
