@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 TOOLS := $(VENV)/tools
 TOOLS_INSTALLED := $(TOOLS)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e lint format smoke chaos chaos-long chaos-rabbitmq bench bench-quick clean
+.PHONY: run test test-unit test-integration test-e2e lint format smoke chaos chaos-long chaos-rabbitmq bench bench-quick bench-rush clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,11 @@ bench: $(INSTALLED)
 bench-quick: $(INSTALLED)
 	scripts/ensure-services.sh
 	$(BIN)/python -m bench --quick
+
+## The opening rush alone, with the POST /orders rate it is compared with (bench/rush.py).
+bench-rush: $(INSTALLED)
+	scripts/ensure-services.sh
+	$(BIN)/python -m bench --phases post,rush
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

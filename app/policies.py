@@ -123,6 +123,7 @@ POLICIES: tuple[Policy[Any], ...] = (
         Queue.NOTIFICATION,
         (
             E.COURSE_ORDERED,
+            E.SEAT_CONFIRMED,
             E.COURSE_ORDER_CANCELLED,
             E.LEARNING_STARTED,
             E.LEARNING_CANCELLED,
@@ -140,6 +141,7 @@ POLICIES: tuple[Policy[Any], ...] = (
         Queue.MYPAGE,
         (
             E.COURSE_ORDERED,
+            E.ORDER_WAITLISTED,
             E.COURSE_ORDER_CANCELLED,
             E.LEARNING_STARTED,
             E.LEARNING_CANCELLED,

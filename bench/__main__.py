@@ -33,7 +33,7 @@ import redis
 
 from app.config import Settings
 from app.shared.retention import MAX_GRACE_S
-from bench import history, loadgen, report
+from bench import history, loadgen, report, rush
 from bench.loadgen import Spec, mypage_phone, percentile
 from bench.otlp import OtlpSink
 from bench.system import (
@@ -71,6 +71,7 @@ PROFILES = {
         "managers": 20,
         "retention_window_s": 20,  # DEDUP_WINDOW of the retention phase
         "retention_s": 120,
+        "rush_students": 5000,
     },
     "quick": {
         "clients": 8,
@@ -90,6 +91,7 @@ PROFILES = {
         "managers": 20,
         "retention_window_s": 10,
         "retention_s": 80,
+        "rush_students": 2000,  # the goals speak of 5,000: the full profile
     },
 }
 
@@ -104,6 +106,7 @@ PHASES = (
     "latency",
     "final",
     "retention",
+    "rush",
 )
 
 GOALS = {
@@ -121,6 +124,14 @@ GOALS = {
     "history_e2e_vs_empty": (">=", round(1 / 1.2, 3)),
     "history_final_p50_vs_empty": ("<=", 1.2),
     "history_final_p99_vs_empty": ("<=", 1.2),
+    # The opening rush (bench/rush.py).
+    "rush_seated": ("==", 100),
+    "rush_failed_answers": ("==", 0),
+    "rush_p99_ms": ("<", 1000),
+    "rush_sold_out_vs_post": (">=", 2),
+    "rush_unfair_seat_pairs": ("==", 0),
+    "rush_unfair_waitlist_pairs": ("==", 0),
+    "rush_promotion_s": ("<", 5),
 }
 
 # The figures measured again on top of the preloaded history (--history N), beside the
@@ -459,6 +470,8 @@ class Bench:
             self.phase_final()
         if "retention" in want:
             self.phase_retention()
+        if "rush" in want:
+            rush.run(self)
         if self.args.history:
             self.phase_history(self.args.history)
         if "mypage" in want:

@@ -4,7 +4,8 @@ settings, with nothing of ours around it.
 gunicorn --workers 2 'bench.floor:create_app()'
 
 A bare Flask view runs the API's own two statements for an order (the course read, then the
-order row with its event, deliveries and NOTIFY in one statement), compiled by SQLAlchemy once
+order row, on the condition that the course has no capacity, with its event, deliveries and
+NOTIFY in one statement), compiled by SQLAlchemy once
 and executed on a plain psycopg connection. No authentication, validation, rate limit, ORM or
 unit of work: the distance from this to `POST /orders` is what those cost, and this over the
 hello baseline is what the order's SQL and its round trips cost.
@@ -23,7 +24,7 @@ from flask import Flask, jsonify, request
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
 from app.orders.model import Order, OrderStatus
-from app.orders.repository import _COURSE_TO_ORDER
+from app.orders.repository import _COURSE_TO_ORDER, UNLIMITED_COURSE
 from app.policies import subscribers
 from app.shared.db.base import utcnow
 from app.shared.db.bulk import column_values
@@ -41,7 +42,8 @@ def _sql(statement) -> str:
 
 def create_app() -> Flask:
     app = Flask(__name__)
-    read, write = _sql(_COURSE_TO_ORDER), _sql(_write_all_after(Order.__table__, _COLUMNS, None))
+    read = _sql(_COURSE_TO_ORDER)
+    write = _sql(_write_all_after(Order.__table__, _COLUMNS, None, UNLIMITED_COURSE))
     consumers = list(subscribers(EventType.COURSE_ORDERED))
     url = os.environ["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://", 1)
     connection: list[psycopg.Connection] = []  # one per gunicorn worker, opened on first use
@@ -52,7 +54,10 @@ def create_app() -> Flask:
             connection.append(psycopg.connect(url, autocommit=True))
         conn = connection[0]
         body = request.get_json()
-        course = conn.execute(read, {"course_no": body["course_no"]}).fetchone()
+        key = request.headers.get("Idempotency-Key")
+        course = conn.execute(
+            read, {"course_no": body["course_no"], "caller": "", "idempotency_key": key}
+        ).fetchone()
         now = utcnow()
         row = {
             "order_no": "O" + secrets.token_hex(6).upper(),
@@ -65,9 +70,10 @@ def create_app() -> Flask:
             "score": None,
             "completed_at": None,
             "cancelled_at": None,
-            "idempotency_key": request.headers.get("Idempotency-Key"),
+            "idempotency_key": key,
             "idempotency_caller": "",
             "request_fingerprint": None,
+            "waitlist_ticket": None,
         }
         event_id = str(uuid.uuid4())
         payload = {
@@ -89,6 +95,7 @@ def create_app() -> Flask:
                 "occurred": [now],
                 "payloads": [json.dumps(payload)],
                 "cids": [None],
+                "traces": [None],
                 "d_events": [event_id] * len(consumers),
                 "d_consumers": consumers,
                 "d_due": [now] * len(consumers),

@@ -64,6 +64,10 @@ class Spec:
     gate: object = None  # an mp.Value('b'): 1 = go, 0 = hold (gated closed loop)
     notify: object = None  # an mp.Queue: (tag, sent at) of each 201, as it is answered
     seed: int = 1
+    # Kind "order": every other order (odd phone indexes) asks for the waitlist (SPEC 11).
+    waitlist_half: bool = False
+    # Each sample's tag becomes (tag, body, Retry-After or None): what the client was told.
+    keep_answers: bool = False
 
 
 Sample = tuple[float, float, int, object]  # (sent at, latency s, status, tag)
@@ -110,9 +114,10 @@ def _request_maker(spec: Spec, worker: int) -> Callable[[int], tuple[bytes, obje
                 auth = f"{anonymous}Authorization: Bearer {token}\r\n"
             else:
                 auth = common
+            waitlist = ',"waitlist":true' if spec.waitlist_half and index % 2 else ""
             body = (
                 f'{{"course_no":"{spec.course_no}","phone":"{phone}",'
-                f'"begin_date":"2026-12-01","end_date":"2027-02-28"}}'
+                f'"begin_date":"2026-12-01","end_date":"2027-02-28"{waitlist}}}'
             ).encode()
             extra = f"Idempotency-Key: bench-{index}\r\n" if spec.idempotency_keys else ""
             head = (
@@ -149,6 +154,7 @@ class _Conn:
         self.addr = (host, port)
         self.sock: socket.socket | None = None
         self.buf = b""
+        self.retry_after: str | None = None  # of the last answer
 
     def _connect(self) -> socket.socket:
         # A plain blocking socket (no Python-level timeout: that would add a poll() per call);
@@ -190,10 +196,13 @@ class _Conn:
         lines = head.split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         length, close = None, False
+        self.retry_after = None
         for line in lines[1:]:
             name, _, value = line.partition(":")
             name = name.strip().lower()
-            if name == "content-length":
+            if name == "retry-after":
+                self.retry_after = value.strip()
+            elif name == "content-length":
                 length = int(value)
             elif name == "connection" and value.strip().lower() == "close":
                 close = True
@@ -273,8 +282,9 @@ def _worker(spec: Spec, worker: int, start_at: float, out) -> None:
             break
         data, tag = made
         sent = perf()
+        body = b""
         try:
-            status, _body = conn.request(data)
+            status, body = conn.request(data)
         except Exception:  # noqa: BLE001 - count it and go on
             status = 0
             errors += 1
@@ -282,6 +292,8 @@ def _worker(spec: Spec, worker: int, start_at: float, out) -> None:
             if errors > 1000:
                 break
         done = perf()
+        if spec.keep_answers:
+            tag = (tag, body.decode(errors="replace"), conn.retry_after if status else None)
         samples.append((sent + wall_offset, done - sent, status, tag))
         if spec.notify is not None and status == 201:
             spec.notify.put((tag, sent + wall_offset))

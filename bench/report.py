@@ -41,6 +41,8 @@ def with_ratios(results: dict) -> dict:
         "mypage_get_1m_vs_10k": _ratio(
             r.get("mypage_get_p99_ms_1m"), r.get("mypage_get_p99_ms_10k")
         ),
+        "rush_sold_out_vs_post": _ratio(r.get("rush_sold_out_per_s"), r.get("orders_post_per_s")),
+        "rush_sold_out_vs_hello": _ratio(r.get("rush_sold_out_per_s"), r.get("hello_per_s")),
     }
     return {**results, "ratios": {**ratios, **history_ratios(results)}}
 
@@ -88,6 +90,8 @@ def goals(document: dict, targets: dict) -> dict:
             met = value >= target
         elif op == "<":
             met = value < target
+        elif op == "==":
+            met = value == target
         else:
             met = value <= target
         out[key] = {"value": value, "goal": f"{op} {target}", "met": met}
@@ -126,6 +130,13 @@ ROWS = [
     ("final_p99_ms", "final score p99", "ms", "final_p99_vs_hello_p99"),
     ("mypage_get_p99_ms_10k", "GET /mypage p99, 10k rows", "ms", "mypage_get_p99_10k_vs_hello_p99"),
     ("mypage_get_p99_ms_1m", "GET /mypage p99, large", "ms", "mypage_get_1m_vs_10k"),
+    ("rush_seated", "rush: orders ORDERED (100 seats)", "orders", None),
+    ("rush_failed_answers", "rush: 5xx, timeouts, resets", "answers", None),
+    ("rush_p99_ms", "rush: answer p99", "ms", None),
+    ("rush_sold_out_per_s", "rush: sold-out answers", "/s", "rush_sold_out_vs_post"),
+    ("rush_unfair_seat_pairs", "rush: later request seated first", "pairs", None),
+    ("rush_unfair_waitlist_pairs", "rush: later request ahead in line", "pairs", None),
+    ("rush_promotion_s", "rush: 30 cancels to seats taken", "s", None),
     ("cpu_ms_per_order", "CPU per order (app processes)", "ms", None),
     ("cpu_ms_per_order_with_servers", "CPU per order (+ PostgreSQL, Redis)", "ms", None),
     ("retention_rows_end_vs_filled", "bookkeeping, short window: 2nd/1st", "x", None),
@@ -143,6 +154,7 @@ RATIO_LABELS = {
     "final_p99_vs_hello_p99": "x hello p99",
     "mypage_get_p99_10k_vs_hello_p99": "x hello p99",
     "mypage_get_1m_vs_10k": "x the 10k p99",
+    "rush_sold_out_vs_post": "x POST rate",
 }
 
 GOAL_OF_ROW = {
@@ -152,6 +164,13 @@ GOAL_OF_ROW = {
     "final_p99_ms": "final_p99_ms",
     "mypage_get_p99_ms_1m": "mypage_get_1m_vs_10k",
     "retention_rows_end_vs_filled": "retention_rows_end_vs_filled",
+    "rush_seated": "rush_seated",
+    "rush_failed_answers": "rush_failed_answers",
+    "rush_p99_ms": "rush_p99_ms",
+    "rush_sold_out_per_s": "rush_sold_out_vs_post",
+    "rush_unfair_seat_pairs": "rush_unfair_seat_pairs",
+    "rush_unfair_waitlist_pairs": "rush_unfair_waitlist_pairs",
+    "rush_promotion_s": "rush_promotion_s",
 }
 
 

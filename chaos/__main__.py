@@ -37,6 +37,7 @@ from chaos.cluster import (
 from chaos.faults import HEALTH_MAX_AGE_S, REDIS_VISIBILITY_TIMEOUT_S, FaultResult, Faults
 from chaos.history import History
 from chaos.load import Api, Load, answers_between
+from chaos.rush import RushSize, rush_round
 
 log = structlog.get_logger("chaos")
 ROOT = Path(__file__).resolve().parent.parent
@@ -357,6 +358,8 @@ class Run:
             ]
         plan += [
             ("postgres_restart", faults.postgres_restart),
+            # A course with few seats under a burst, an API killed and PostgreSQL restarted.
+            ("rush", lambda: rush_round(faults, self.load, self.rng, RushSize())),
             ("evaluation_down", lambda: faults.evaluation_down(self.profile.evaluation_down_s)),
             ("worker_stalled", faults.worker_stalled),
             (
@@ -417,7 +420,16 @@ def print_table(summary: dict) -> None:
         f" Redis's visibility timeout is {REDIS_VISIBILITY_TIMEOUT_S}s)."
     )
     print("-" * 100)
-    figures = ("orders", "lost", "duplicated", "unexpected", "inconsistent", "indeterminate")
+    figures = (
+        "orders",
+        "lost",
+        "duplicated",
+        "unexpected",
+        "inconsistent",
+        "oversold",
+        "seats_lost",
+        "indeterminate",
+    )
     print("  ".join(f"{name} {summary[name]}" for name in figures))
     print(
         f"checked: {summary['checked']}\n"

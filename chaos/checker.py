@@ -7,7 +7,10 @@ and once the system has drained, compare what the client was told with what ever
 - unexpected: something that should not have happened (an SMS whose event is not in the
   outbox, an order the client was never given, a FINAL evaluation of an order not COMPLETED
   with that score, an order cancelled that nobody cancelled);
-- inconsistent: an order whose states disagree across orders, learning, evaluation and My page.
+- inconsistent: an order whose states disagree across orders, learning, evaluation and My page;
+- oversold: a course with more orders holding a seat than its capacity (SPEC 11);
+- seats_lost: a seat free while orders wait for one, or a course's counts of seats taken and
+  orders waiting that disagree with its orders.
 
 `check()` is pure: the snapshot of the databases and the history are plain data.
 """
@@ -20,11 +23,13 @@ from dataclasses import dataclass, field
 
 from chaos.history import INDETERMINATE, OrderHistory
 
-KINDS = ("lost", "duplicated", "unexpected", "inconsistent")
+KINDS = ("lost", "duplicated", "unexpected", "inconsistent", "oversold", "seats_lost")
 
 # Events an order raises at most once, whatever the redeliveries.
 ONCE_PER_ORDER = (
     "CourseOrdered",
+    "OrderWaitlisted",
+    "SeatConfirmed",
     "CourseOrderCancelled",
     "LearningStarted",
     "LearningCancelled",
@@ -39,6 +44,7 @@ class Snapshot:
     """The rows the checker reads, one list of dicts per table (see `read_snapshot`)."""
 
     orders: list[dict] = field(default_factory=list)
+    courses: list[dict] = field(default_factory=list)
     learnings: list[dict] = field(default_factory=list)
     evaluations: list[dict] = field(default_factory=list)
     evaluation_records: list[dict] = field(default_factory=list)
@@ -122,6 +128,7 @@ def check(
 
     _check_deliveries(snap, events, subscribers, flag)
     _check_sms(snap, events, orders, sms_types, known_orders, flag)
+    _check_seats(snap, flag)
 
     # Rows of any context for an order that does not exist: a rolled-back order, say.
     for table, rows in (
@@ -158,6 +165,9 @@ def check(
         evaluation = evaluations.get(order_no)
         records = records_of.get(evaluation["id"], []) if evaluation else []
         _check_events(order_no, status, learnings.get(order_no), records, events_of, flag)
+        if not _ever_seated(order_no, events_of):
+            _check_never_seated(order_no, status, learnings, evaluation, mypage, flag)
+            continue
         _check_states(
             order_no, status, score, learnings.get(order_no), evaluation, records, mypage, flag
         )
@@ -259,11 +269,96 @@ def _check_commands(h: OrderHistory, order, evaluation, records_of, flag) -> Non
         flag("duplicated", "evaluation record stored twice", order_no, f"{stored} stored")
 
 
+def _ever_seated(order_no, events_of) -> bool:
+    """Whether the order held a seat at some point: it raised CourseOrdered (an order that
+    waited raises it when it gets its seat)."""
+    return any(e["event_type"] == "CourseOrdered" for e in events_of.get(order_no, []))
+
+
+def _check_never_seated(order_no, status, learnings, evaluation, mypage, flag) -> None:
+    """An order still waiting, or cancelled while it waited: no learning, no evaluation, and
+    My page shows its status alone."""
+    problems = []
+    if status not in ("WAITLISTED", "CANCELLED"):
+        problems.append(f"order status {status} without CourseOrdered")
+    if order_no in learnings or evaluation is not None:
+        problems.append("a learning or an evaluation of an order that never had a seat")
+    row = mypage.get(order_no)
+    shown = row and (
+        row["order_status"],
+        row["learning_status"],
+        row["evaluation_status"],
+        row["final_score"],
+        row["latest_score"],
+    )
+    if shown != (status, None, None, None, None):
+        problems.append(f"My page {shown}")
+    if problems:
+        flag("inconsistent", "states disagree", order_no, f"order {status}: " + "; ".join(problems))
+
+
+def _check_seats(snap, flag) -> None:
+    """Per course with a capacity: never more seats held than it has, never a seat free while
+    orders wait, its counts equal to its orders, and the seats given from the waitlist given in
+    arrival order."""
+    of_course: dict[str, list[dict]] = defaultdict(list)
+    for row in snap.orders:
+        of_course[row.get("course_no")].append(row)
+    for course in snap.courses:
+        if course["capacity"] is None:
+            continue
+        course_no, capacity = course["course_no"], course["capacity"]
+        orders = of_course.get(course_no, [])
+        holding = [o for o in orders if o["status"] in ("ORDERED", "COMPLETED")]
+        waiting = sorted(o["waitlist_ticket"] for o in orders if o["status"] == "WAITLISTED")
+        if len(holding) > capacity:
+            flag("oversold", "more seats held than the capacity", course_no, f"{len(holding)}")
+        if waiting and len(holding) < capacity:
+            flag(
+                "seats_lost",
+                "a seat free while orders wait",
+                course_no,
+                f"{len(holding)}/{capacity} held, {len(waiting)} waiting",
+            )
+        counted = (course["seats_taken"], course["waitlisted"])
+        if counted != (len(holding), len(waiting)):
+            flag(
+                "seats_lost",
+                "the course's counts disagree with its orders",
+                course_no,
+                f"counted {counted}, orders {(len(holding), len(waiting))}",
+            )
+        seated_from_line = [
+            o["waitlist_ticket"]
+            for o in orders
+            if o["waitlist_ticket"] is not None and o["status"] in ("ORDERED", "COMPLETED")
+        ]
+        if waiting and seated_from_line and max(seated_from_line) > waiting[0]:
+            flag(
+                "unexpected",
+                "a later waiting order seated before an earlier one",
+                course_no,
+                f"ticket {max(seated_from_line)} seated, {waiting[0]} still waiting",
+            )
+
+
 def _check_events(order_no, status, learning, records, events_of, flag) -> None:
     kinds = Counter(e["event_type"] for e in events_of.get(order_no, []))
     for event_type in ONCE_PER_ORDER:
         if kinds[event_type] > 1:
             flag("duplicated", f"{event_type} raised twice", order_no, f"{kinds[event_type]}x")
+    if kinds["OrderWaitlisted"]:
+        # It waited: CourseOrdered comes with its seat, and with it SeatConfirmed.
+        if kinds["CourseOrdered"] != kinds["SeatConfirmed"]:
+            flag("lost", "a seat from the waitlist without both its events", order_no)
+        if not kinds["CourseOrdered"]:
+            required = ["CourseOrderCancelled"] if status == "CANCELLED" else []
+            for event_type in required:
+                if not kinds[event_type]:
+                    flag("lost", f"no {event_type}", order_no, f"order {status}")
+            return
+    elif kinds["SeatConfirmed"]:
+        flag("unexpected", "a seat confirmed to an order that never waited", order_no)
     required = ["CourseOrdered"]
     if learning is not None and learning["status"] in ("STARTED", "COMPLETED"):
         required.append("LearningStarted")
@@ -337,7 +432,9 @@ def read_snapshot(main_url: str, notification_url: str) -> Snapshot:
     from psycopg.rows import dict_row
 
     queries = {
-        "orders": "SELECT order_no, status, score, phone, idempotency_key FROM orders_orders",
+        "orders": "SELECT order_no, status, score, phone, idempotency_key, course_no,"
+        " waitlist_ticket FROM orders_orders",
+        "courses": "SELECT course_no, capacity, seats_taken, waitlisted FROM orders_courses",
         "learnings": "SELECT order_no, status, manager_id FROM learning_learnings",
         "evaluations": "SELECT id, order_no, status, final_score FROM evaluation_evaluations",
         "evaluation_records": "SELECT id, evaluation_id, score FROM evaluation_records",

@@ -145,7 +145,10 @@ def start_waiting_learnings(uow: LearningUnitOfWork, event: Event) -> None:
 
 def cancel_learning(uow: LearningUnitOfWork, event: Event) -> None:
     """On CourseOrderCancelled: cancel the learning, or leave a tombstone if it never opened,
-    so that a late CourseOrdered opens nothing."""
+    so that a late CourseOrdered opens nothing. An order cancelled while it waited for a seat
+    never had, and never gets, a CourseOrdered: there is nothing to cancel."""
+    if event.payload.get("waitlisted"):
+        return
     order_no = event.required_order_no()
     learning = uow.learnings.of_order(order_no)
     if learning is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import abort
@@ -10,7 +11,6 @@ from flask_smorest.pagination import PaginationParameters
 from marshmallow import Schema, fields
 from sqlalchemy.orm import Session
 
-from app.mypage.model import MyPageRow
 from app.mypage.views import count_for_phone, rows_for_phone
 from app.security import ensure_visible, require_role, student_phone
 from app.shared.api import Blueprint
@@ -31,6 +31,9 @@ class MyPageRowSchema(Schema):
     begin_date = fields.Date(allow_none=True)
     end_date = fields.Date(allow_none=True)
     updated_at = fields.DateTime(allow_none=True)
+    waitlist_position = fields.Int(
+        allow_none=True, metadata={"description": "While WAITLISTED: 1 is next for a seat."}
+    )
 
 
 def blueprints(read_session: Callable[[], Session]) -> list[Blueprint]:
@@ -43,7 +46,9 @@ def blueprints(read_session: Callable[[], Session]) -> list[Blueprint]:
     class MyPage(MethodView):
         @mypage_blp.response(200, MyPageRowSchema(many=True))
         @mypage_blp.paginate()
-        def get(self, phone: str, pagination_parameters: PaginationParameters) -> list[MyPageRow]:
+        def get(
+            self, phone: str, pagination_parameters: PaginationParameters
+        ) -> list[dict[str, Any]]:
             """The student's orders, newest first, with learning, evaluation and scores."""
             try:
                 phone = normalize_mobile(phone)

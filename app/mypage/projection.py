@@ -21,6 +21,7 @@ _TABLE = MyPageRow.__table__
 # is newer than the one that last set that part, so any arrival order converges.
 _CHANGES: dict[EventType, list[tuple[str, dict[str, Any]]]] = {
     E.COURSE_ORDERED: [("order", {"order_status": OrderStatus.ORDERED})],
+    E.ORDER_WAITLISTED: [("order", {"order_status": OrderStatus.WAITLISTED})],
     E.COURSE_ORDER_CANCELLED: [("order", {"order_status": OrderStatus.CANCELLED})],
     E.ORDER_COMPLETED: [("order", {"order_status": OrderStatus.COMPLETED})],
     # The evaluation is opened on LearningStarted and cancelled on LearningCancelled.
@@ -47,8 +48,11 @@ _CHANGES: dict[EventType, list[tuple[str, dict[str, Any]]]] = {
 def apply(row: MyPageRow | SimpleNamespace, event: Event) -> None:
     """Fold one event into the row, an entity or plain values (pure: no I/O)."""
     p = event.payload
-    if event.event_type == E.COURSE_ORDERED:
-        # Facts fixed at order time: every copy carries the same values, in any order.
+    if event.event_type in (E.COURSE_ORDERED, E.ORDER_WAITLISTED):
+        # Facts fixed at order time: every copy carries the same values, in any order (an
+        # order that waited for its seat tells them again when it gets it).
+        if event.event_type == E.ORDER_WAITLISTED:
+            row.waitlist_ticket = p["waitlist_ticket"]
         row.course_no = p["course_no"]
         row.course_title = p.get("course_title")
         row.ordered_at = datetime.fromisoformat(p["ordered_at"])

@@ -6,6 +6,7 @@ from app.shared.events import Event, EventType
 
 TEMPLATES: dict[EventType, str] = {
     EventType.COURSE_ORDERED: "[온라인스터디] 강좌 주문이 접수되었습니다. 강좌: {course_title} (주문번호 {order_no})",
+    EventType.SEAT_CONFIRMED: "[온라인스터디] 좌석 확정: 대기하시던 강좌의 좌석이 확정되었습니다. 강좌: {course_title} (주문번호 {order_no})",
     EventType.COURSE_ORDER_CANCELLED: "[온라인스터디] 강좌 주문 취소가 완료되었습니다. (주문번호 {order_no})",
     EventType.LEARNING_STARTED: "[온라인스터디] 학습관리 시작: {manager_name} 매니저가 학습을 도와드립니다. "
     "(주문번호 {order_no})",

@@ -30,6 +30,13 @@ from app.shared.states import OrderStatus
 OVERLOADED = "주문이 많아 처리가 지연되고 있습니다. 잠시 후 다시 시도해 주세요."
 
 
+SEATS = validate.Range(1, 1_000_000)
+_CAPACITY = {
+    "description": "Seats; null for unlimited. Never below the seats already taken; the seats "
+    "it adds go to the waitlist, the oldest first."
+}
+
+
 class CourseSchema(Schema):
     course_no = fields.Str(required=True, validate=validate.Length(1, 32))
     title = fields.Str(required=True, validate=validate.Length(1, 200))
@@ -37,6 +44,12 @@ class CourseSchema(Schema):
     category = fields.Str(load_default="", validate=validate.Length(max=50))
     price = fields.Int(required=True, strict=True, validate=validate.Range(0, 100_000_000))
     active = fields.Bool(load_default=True)
+    # SPEC 11: seats; none (or null) is unlimited.
+    capacity = fields.Int(
+        load_default=None, allow_none=True, strict=True, validate=SEATS, metadata=_CAPACITY
+    )
+    seats_left = fields.Int(dump_only=True, allow_none=True)
+    waitlisted = fields.Int(dump_only=True)
 
 
 class CoursePatchSchema(Schema):
@@ -45,6 +58,7 @@ class CoursePatchSchema(Schema):
     category = fields.Str(validate=validate.Length(max=50))
     price = fields.Int(strict=True, validate=validate.Range(0, 100_000_000))
     active = fields.Bool()
+    capacity = fields.Int(allow_none=True, strict=True, validate=SEATS, metadata=_CAPACITY)
 
 
 class CourseQuerySchema(Schema):
@@ -57,6 +71,13 @@ class PlaceOrderSchema(Schema):
     phone = KoreanMobile(required=True)
     begin_date = fields.Date(required=True)
     end_date = fields.Date(required=True)
+    waitlist = fields.Bool(
+        load_default=False,
+        metadata={
+            "description": "On a full course, wait for a seat (201 WAITLISTED) rather "
+            "than be refused (409 SOLD_OUT)."
+        },
+    )
 
     @validates_schema
     def _dates_in_order(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -77,13 +98,14 @@ class OrderSchema(Schema):
     begin_date = fields.Date()
     end_date = fields.Date()
     score = fields.Int(allow_none=True)
+    waitlist_position = fields.Int(
+        allow_none=True, metadata={"description": "While WAITLISTED: 1 is next for a seat."}
+    )
 
 
 class OrderQuerySchema(Schema):
     phone = KoreanMobile()
-    status = fields.Str(
-        validate=validate.OneOf([OrderStatus.ORDERED, OrderStatus.COMPLETED, OrderStatus.CANCELLED])
-    )
+    status = fields.Str(validate=validate.OneOf(list(OrderStatus)))
 
 
 class IdempotencyHeaderSchema(Schema):
@@ -175,10 +197,12 @@ def blueprints(
         @orders_blp.arguments(IdempotencyHeaderSchema, location="headers")
         @orders_blp.arguments(PlaceOrderSchema)
         @orders_blp.response(201, OrderSchema)
+        @orders_blp.alt_response(409, description="SOLD_OUT, or a live order of the course")
         @orders_blp.alt_response(429, description="Too many orders; see Retry-After")
         @orders_blp.alt_response(503, description="Learning is overloaded; see Retry-After")
         def post(self, headers: dict[str, Any], body: dict[str, Any]) -> Order:
-            """Order a course. Send `Idempotency-Key` to make a retried request safe."""
+            """Order a course. Send `Idempotency-Key` to make a retried request safe. On a full
+            course: 409 SOLD_OUT, or with `waitlist` 201 WAITLISTED with its position."""
             principal = require_role("student")
             mine = student_phone()
             if mine is not None and body["phone"] != mine:
@@ -207,11 +231,13 @@ def blueprints(
             mine = student_phone()
             phone = query.get("phone") if mine is None else mine
             with orders_uow() as uow:
-                return page(
-                    pagination_parameters,
-                    lambda offset, limit: uow.orders.list(
-                        phone, query.get("status"), offset, limit
-                    ),
+                return uow.orders.with_positions(
+                    page(
+                        pagination_parameters,
+                        lambda offset, limit: uow.orders.list(
+                            phone, query.get("status"), offset, limit
+                        ),
+                    )
                 )
 
     @orders_blp.route("/<order_no>")

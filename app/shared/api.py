@@ -135,7 +135,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError) -> Response:
         status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
-        response = jsonify(error_body(status, exc.message))
+        body = error_body(status, exc.message)
+        if exc.reason:
+            body["status"] = exc.reason
+        response = jsonify(body)
         response.status_code = status
         if isinstance(exc, Unavailable):
             response.headers["Retry-After"] = str(exc.retry_after_s)

@@ -6,6 +6,9 @@ from typing import TypeVar
 class DomainError(Exception):
     """Base of the errors a handler raises on purpose."""
 
+    # The error body's "status": the HTTP status's phrase unless a kind names its own.
+    reason: str | None = None
+
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
@@ -27,6 +30,15 @@ def found(value: T | None, what: str) -> T:
 
 class Conflict(DomainError):
     """409: the resource's state forbids the command."""
+
+
+class SoldOut(Conflict):
+    """409 SOLD_OUT: the course has no seat left (SPEC 11)."""
+
+    reason = "SOLD_OUT"
+
+    def __init__(self, message: str = "정원이 마감되었습니다"):
+        super().__init__(message)
 
 
 class InvalidInput(DomainError):

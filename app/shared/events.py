@@ -21,6 +21,8 @@ RAISED = "onlinestudy.raised"
 
 class EventType(StrEnum):
     COURSE_ORDERED = "CourseOrdered"
+    ORDER_WAITLISTED = "OrderWaitlisted"
+    SEAT_CONFIRMED = "SeatConfirmed"
     COURSE_ORDER_CANCELLED = "CourseOrderCancelled"
     LEARNING_STARTED = "LearningStarted"
     LEARNING_CANCELLED = "LearningCancelled"

@@ -5,9 +5,16 @@ from enum import StrEnum
 
 
 class OrderStatus(StrEnum):
+    WAITLISTED = "WAITLISTED"  # on a full course, waiting for a seat (SPEC 11)
     ORDERED = "ORDERED"
     COMPLETED = "COMPLETED"
     CANCELLED = "CANCELLED"
+
+
+# The orders that hold a seat of their course (SPEC 11).
+SEAT_HOLDING = (OrderStatus.ORDERED, OrderStatus.COMPLETED)
+# The orders a phone may have only one of per course at a time.
+LIVE_ORDER = (OrderStatus.ORDERED, OrderStatus.WAITLISTED)
 
 
 class LearningStatus(StrEnum):

@@ -98,15 +98,17 @@ class UnitOfWork:
         self.session.commit()
         return events
 
-    def commit_new(self, aggregate: MappedAggregate) -> list[Event]:
+    def commit_new(self, aggregate: MappedAggregate, only_if: str | None = None) -> bool:
         """Insert a new aggregate and commit it with its events, by Core instead of the ORM's
         flush: the hottest write (an order). On PostgreSQL the row, its events and their
         deliveries are one statement. The object stays outside the session: nothing is read
-        back, not even its id."""
+        back, not even its id. With `only_if` (see RowWrite), False when that condition was
+        false at the insert: nothing was written."""
         events = [*self._collect_events(), *aggregate.take_events()]
-        self._write_out(events, RowWrite(aggregate.__table__, column_values(aggregate)))
+        row = RowWrite(aggregate.__table__, column_values(aggregate), only_if=only_if)
+        written = self._write_out(events, row)
         self.session.commit()
-        return events
+        return written
 
     def commit_changed(self, aggregate: MappedAggregate) -> list[Event]:
         """Commit the changed columns of one loaded aggregate with its events. When nothing
@@ -135,7 +137,7 @@ class UnitOfWork:
         if autocommits(self.session):
             raise RuntimeError("a write of several statements needs a transaction")
 
-    def _write_out(self, events: list[Event], row: RowWrite | None = None) -> None:
+    def _write_out(self, events: list[Event], row: RowWrite | None = None) -> bool:
         if self._outbox is None:
             raise RuntimeError("this database has no outbox; its context raises no events")
         if not self._outbox.writes_in_one_statement(self.session, events):
@@ -145,7 +147,7 @@ class UnitOfWork:
         for event in events:
             event.correlation_id = event.correlation_id or cid
             event.trace_context = event.trace_context or cause
-        self._outbox.write(self.session, events, row)
+        return self._outbox.write(self.session, events, row)
 
     def rollback(self) -> None:
         self.session.rollback()

@@ -67,6 +67,16 @@ def test_the_readme_walkthrough_works_as_written(tmp_path):
     codes = [line for line in lines if re.fullmatch(r"\d{3}", line)]
     assert codes == ["200", "409", "409"]
 
+    # The course of one seat: sold out, then a place in the waitlist, then the freed seat.
+    sold_out = next(a for a in answers if isinstance(a, dict) and a.get("code") == 409)
+    assert (sold_out["status"], sold_out["message"]) == ("SOLD_OUT", "정원이 마감되었습니다")
+    live = [a for a in answers if isinstance(a, dict) and a.get("course_no") == "LIVE1"]
+    waited = [a for a in live if a.get("phone") == "010-4444-5555" and "order_no" in a]
+    assert [(a["status"], a["waitlist_position"]) for a in waited] == [
+        ("WAITLISTED", 1),
+        ("ORDERED", None),
+    ]
+
     # The SMS list has every milestone's text, all sent.
     sms, mypage = answers[-2], answers[-1]
     texts = " ".join(message["message"] for message in sms)

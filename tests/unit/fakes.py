@@ -12,7 +12,7 @@ from app.evaluation.handlers import ScoreOutcome
 from app.notification.model import SmsMessage
 from app.notification.senders import Outgoing
 from app.shared.events import Aggregate, Event
-from app.shared.states import OrderStatus, SmsStatus
+from app.shared.states import LIVE_ORDER, SEAT_HOLDING, OrderStatus, SmsStatus
 from app.shared.uow import correlation_id
 
 _ids = itertools.count(1)
@@ -80,10 +80,21 @@ class FakeCourses:
         self.uow.track(course)
         self.items[course.course_no] = course
 
-    def get(self, course_no):
+    def get(self, course_no, for_update=False):
         return self.items.get(course_no)
 
-    course_to_order = get
+    def seats_for_update(self, course_no):
+        return self.items.get(course_no)
+
+    def save_seats(self, course):
+        pass  # the fake's course is the stored one
+
+    def course_to_order(self, course_no, idempotency_key=None):
+        course = self.items.get(course_no)
+        if course is not None:
+            earlier = self.uow.orders.by_idempotency_key(idempotency_key)
+            course.replay_of = earlier.order_no if idempotency_key and earlier else None
+        return course
 
 
 class FakeOrders:
@@ -108,25 +119,57 @@ class FakeOrders:
             (
                 o
                 for o in self.items
-                if o.phone == phone and o.course_no == course_no and o.status == OrderStatus.ORDERED
+                if o.phone == phone and o.course_no == course_no and o.status in LIVE_ORDER
             ),
             None,
         )
 
+    def course_of(self, order_no):
+        order = self.get(order_no)
+        return order.course_no if order else None
+
+    def _waiting(self, course_no):
+        waiting = [
+            o for o in self.items if o.course_no == course_no and o.status == OrderStatus.WAITLISTED
+        ]
+        return sorted(waiting, key=lambda o: o.waitlist_ticket)
+
+    def oldest_waitlisted(self, course_no, count):
+        return self._waiting(course_no)[: max(0, count)]
+
+    def with_positions(self, orders):
+        for order in orders:
+            if order.status == OrderStatus.WAITLISTED:
+                order.waitlist_position = self._waiting(order.course_no).index(order) + 1
+        return orders
+
+    def seats_held(self, course_no):
+        return sum(1 for o in self.items if o.course_no == course_no and o.status in SEAT_HOLDING)
+
+
+_SEATS = ("capacity", "seats_taken", "waitlisted", "last_ticket")
+
 
 class FakeOrdersUnitOfWork(FakeUnitOfWork):
-    """Enforces the orders table's unique indexes at commit, as the database does."""
+    """Enforces the orders table's unique indexes at commit, as the database does, and rolls
+    back what a unit of work left uncommitted (orders added, the courses' seats)."""
 
     def __init__(self):
         super().__init__()
         self.courses = FakeCourses(self)
         self.orders = FakeOrders(self)
         self._committed_orders = 0
+        self._seats: dict = {}
+
+    def __enter__(self):
+        self._seats = {c: [getattr(c, n) for n in _SEATS] for c in self.courses.items.values()}
+        return self
+
+    def __exit__(self, *exc_info):
+        self.rollback()  # the real one closes its session: what was not committed is undone
 
     def commit(self):
-        live = [
-            (o.phone, o.course_no) for o in self.orders.items if o.status == OrderStatus.ORDERED
-        ]
+        live = [(o.phone, o.course_no) for o in self.orders.items if o.status in LIVE_ORDER]
         keys = [
             (o.idempotency_caller, o.idempotency_key)
             for o in self.orders.items
@@ -136,16 +179,25 @@ class FakeOrdersUnitOfWork(FakeUnitOfWork):
             raise IntegrityError("INSERT INTO orders_orders", {}, Exception("unique index"))
         events = super().commit()
         self._committed_orders = len(self.orders.items)
+        self._seats = {c: [getattr(c, n) for n in _SEATS] for c in self.courses.items.values()}
         return events
 
-    def commit_new(self, order):
+    def commit_new(self, order, only_if=None):
+        course = self.courses.items.get(order.course_no)
+        if only_if is not None and course is not None and course.capacity is not None:
+            order.take_events()
+            return False  # the statement's condition: the course has a capacity
         self.orders.add(order)
-        return self.commit()
+        self.commit()
+        return True
 
     def rollback(self):
         added = self.orders.items[self._committed_orders :]
         del self.orders.items[self._committed_orders :]
         self._seen = [obj for obj in self._seen if obj not in added]
+        for course, values in self._seats.items():
+            for name, value in zip(_SEATS, values, strict=True):
+                setattr(course, name, value)
 
 
 class FakeManagers:

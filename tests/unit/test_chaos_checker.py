@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from chaos.checker import Snapshot, check, default_subscribers
+from chaos.checker import KINDS, Snapshot, check, default_subscribers
 from chaos.history import Command, OrderHistory
 
 SUBSCRIBERS = default_subscribers()
@@ -111,6 +111,39 @@ class World:
         )
         return order
 
+    def waiting(self, ticket: int, status: str = "WAITLISTED") -> OrderHistory:
+        """An order in course C1's waitlist with this ticket (or cancelled while it waited)."""
+        n = next(_ids)
+        order = OrderHistory(f"key-{n}", f"010-2000-{n:04d}", "C1", [201], f"O{n:06d}")
+        self.history.append(order)
+        self.event(order, "OrderWaitlisted", waitlist_ticket=ticket)
+        if status == "CANCELLED":
+            order.commands.append(Command("cancel", None, [200]))
+            self.event(order, "CourseOrderCancelled", waitlisted=True)
+        self.snap.orders.append(
+            {
+                "order_no": order.order_no,
+                "status": status,
+                "score": None,
+                "phone": order.phone,
+                "idempotency_key": order.key,
+                "course_no": "C1",
+                "waitlist_ticket": ticket,
+            }
+        )
+        self.snap.mypage.append(
+            {
+                "order_no": order.order_no,
+                "phone": order.phone,
+                "order_status": status,
+                "learning_status": None,
+                "evaluation_status": None,
+                "latest_score": None,
+                "final_score": None,
+            }
+        )
+        return order
+
     def check(self):
         return check(self.history, self.snap, SUBSCRIBERS)
 
@@ -134,7 +167,7 @@ def test_given_a_clean_history_then_nothing_is_reported(world):
     world.history.append(OrderHistory("key-unknown", "010-2000-9999", "C1", [None, None]))
     report = world.check()
     assert report.anomalies == []
-    assert report.counts == {"lost": 0, "duplicated": 0, "unexpected": 0, "inconsistent": 0}
+    assert report.counts == dict.fromkeys(KINDS, 0)
     assert (report.orders, report.indeterminate) == (3, 1)
 
 
@@ -195,7 +228,7 @@ def test_given_an_order_completed_but_learning_still_started_then_it_is_inconsis
     completed = world.history[1]
     row(world.snap.learnings, order_no=completed.order_no)["status"] = "STARTED"
     report = world.check()
-    assert report.counts == {"lost": 0, "duplicated": 0, "unexpected": 0, "inconsistent": 1}
+    assert report.counts == {**dict.fromkeys(KINDS, 0), "inconsistent": 1}
     assert "learning STARTED" in report.anomalies[0].detail
 
 
@@ -248,3 +281,69 @@ def test_given_an_injected_order_it_is_checked_without_a_201(world):
     assert report.anomalies == []
     report = world.check()
     assert report.counts["unexpected"] >= 1
+
+
+# --- seats (SPEC 11) -------------------------------------------------------------------------
+
+
+def a_full_course(world: World, waiting: int = 2) -> list[OrderHistory]:
+    """The world's orders hold every seat of course C1, and `waiting` orders are in its
+    waitlist (returned, the oldest first)."""
+    for order in world.snap.orders:
+        order.update(course_no="C1", waitlist_ticket=None)
+    capacity = len(world.snap.orders)
+    world.snap.courses.append(
+        {"course_no": "C1", "capacity": capacity, "seats_taken": capacity, "waitlisted": waiting}
+    )
+    return [world.waiting(ticket) for ticket in range(1, waiting + 1)]
+
+
+@pytest.fixture
+def seats_world() -> World:
+    w = World()
+    w.order("ORDERED")
+    w.order("COMPLETED", final=90)
+    return w
+
+
+def test_given_a_full_course_with_a_waitlist_then_nothing_is_reported(seats_world):
+    a_full_course(seats_world)
+    seats_world.waiting(9, status="CANCELLED")  # left while it waited: no learning, fine
+    seats_world.snap.courses[0]["waitlisted"] = 2
+    report = seats_world.check()
+    assert report.anomalies == [] and report.counts == dict.fromkeys(KINDS, 0)
+
+
+def test_given_more_seats_held_than_the_capacity_then_the_course_is_oversold(seats_world):
+    a_full_course(seats_world, waiting=0)
+    seats_world.snap.courses[0]["capacity"] = 1
+    assert seats_world.check().counts["oversold"] == 1
+
+
+def test_given_a_seat_free_while_orders_wait_then_a_seat_is_lost(seats_world):
+    a_full_course(seats_world)
+    row(seats_world.snap.orders, status="ORDERED")["status"] = "CANCELLED"
+    report = seats_world.check()
+    assert report.counts["seats_lost"] == 2  # a free seat, and the counts that disagree
+    assert {a.what for a in report.anomalies if a.kind == "seats_lost"} == {
+        "a seat free while orders wait",
+        "the course's counts disagree with its orders",
+    }
+
+
+def test_given_a_later_waiting_order_seated_before_an_earlier_one_then_it_is_unexpected(
+    seats_world,
+):
+    _first, second = a_full_course(seats_world)
+    row(seats_world.snap.orders, status="ORDERED")["status"] = "CANCELLED"
+    row(seats_world.snap.orders, order_no=second.order_no)["status"] = "ORDERED"
+    report = seats_world.check()
+    assert "a later waiting order seated before an earlier one" in {
+        a.what for a in report.anomalies
+    }
+
+
+def test_given_a_waiting_order_with_a_learning_then_it_is_inconsistent(seats_world):
+    [waiting] = a_full_course(seats_world, waiting=1)
+    seats_world.snap.learnings.append({"order_no": waiting.order_no, "status": "STARTED"})
+    assert seats_world.check().counts["inconsistent"] == 1

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, TextClause, bindparam, insert, text, update
+from sqlalchemy import Table, TextClause, bindparam, insert, select, text, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from app.shared.db.base import utcnow
@@ -45,6 +46,10 @@ class RowWrite:
     table: Table
     values: dict[str, Any]  # column key -> value
     key: str | None = None
+    # An insert only: a condition, in SQL on the row's parameters (`:row_<column>`), checked
+    # in the same statement as the insert. When it is false nothing is written: neither the
+    # row nor the events.
+    only_if: str | None = None
 
 
 class OutboxWriter:
@@ -63,16 +68,19 @@ class OutboxWriter:
         delay = self._deferred.get((consumer, event_type))
         return now + timedelta(seconds=delay) if delay else now
 
-    def write(self, session: Session, events: Iterable[Event], row: RowWrite | None = None) -> None:
+    def write(self, session: Session, events: Iterable[Event], row: RowWrite | None = None) -> bool:
         """Write the events and their deliveries; with `row`, write that row first. Where
         `writes_in_one_statement` (PostgreSQL, one event per order: the usual case), all of it
-        is one statement: atomic on its own, so it needs no transaction around it."""
+        is one statement: atomic on its own, so it needs no transaction around it. False when
+        the row's `only_if` was false: then nothing was written."""
         events = list(events)
         if self.writes_in_one_statement(session, events):
-            self._write_in_one_statement(session, events, row)
-            return
+            return self._write_in_one_statement(session, events, row)
         if row is not None:
-            if row.key is None:
+            if row.key is None and row.only_if is not None:
+                if not _insert_only_if(session, row):
+                    return False
+            elif row.key is None:
                 session.execute(insert(row.table), row.values)
             else:
                 key = row.table.c[row.key]
@@ -80,6 +88,7 @@ class OutboxWriter:
                 session.execute(update(row.table).where(key == row.values[row.key]).values(changes))
         if events:
             self._write(session, events)
+        return True
 
     @staticmethod
     def writes_in_one_statement(session: Session, events: list[Event]) -> bool:
@@ -137,7 +146,7 @@ class OutboxWriter:
 
     def _write_in_one_statement(
         self, session: Session, events: list[Event], row: RowWrite | None
-    ) -> None:
+    ) -> bool:
         """PostgreSQL, one event per order: the row, the sequences, the events, their
         deliveries and the NOTIFY in one round trip."""
         now = utcnow()
@@ -148,7 +157,7 @@ class OutboxWriter:
         ]
         statement, row_values = _WRITE_ALL, {}
         if row is not None:
-            statement = _write_all_after(row.table, tuple(row.values), row.key)
+            statement = _write_all_after(row.table, tuple(row.values), row.key, row.only_if)
             row_values = {f"row_{name}": value for name, value in row.values.items()}
         sequences = session.execute(
             statement,
@@ -172,17 +181,36 @@ class OutboxWriter:
             },
         )
         by_id: dict[str, int] = dict(sequences.all())
+        if not by_id:  # the row's condition was false: nothing was written
+            return False
         for event in events:
             event.sequence = by_id[event.event_id]
+        return True
 
 
-_WRITE_EVENTS = f"""
+def _insert_only_if(session: Session, row: RowWrite) -> bool:
+    """INSERT ... SELECT the row's values WHERE its condition; whether it was inserted."""
+    params = {f"row_{name}": value for name, value in row.values.items()}
+    values = [bindparam(f"row_{name}", type_=row.table.c[name].type) for name in row.values]
+    chosen = select(*values).where(text(row.only_if or "1 = 1"))
+    inserted = session.execute(
+        insert(row.table).from_select(list(row.values), chosen).returning(row.table.c[0]), params
+    )
+    return inserted.first() is not None
+
+
+def _write_events(gate: str) -> str:
+    """The events, their sequences and deliveries, and the NOTIFY; `gate` a WHERE clause that
+    lets them be written, or nothing."""
+    return f"""
 input AS (
     SELECT * FROM unnest(
         CAST(:event_ids AS varchar[]), CAST(:types AS varchar[]), CAST(:order_nos AS varchar[]),
         CAST(:occurred AS timestamptz[]), CAST(:payloads AS text[]), CAST(:cids AS varchar[]),
         CAST(:traces AS text[])
-    ) AS t(event_id, event_type, order_no, occurred_at, payload, correlation_id, trace_context)
+    ) AS t(
+        event_id, event_type, order_no, occurred_at, payload, correlation_id, trace_context
+    ){gate}
 ), seq AS (
     INSERT INTO outbox_order_sequences AS s (order_no, last_sequence)
     SELECT order_no, 1 FROM input
@@ -203,7 +231,7 @@ input AS (
     FROM unnest(
         CAST(:d_events AS varchar[]), CAST(:d_consumers AS varchar[]),
         CAST(:d_due AS timestamptz[])
-    ) AS d(event_id, consumer, due)
+    ) AS d(event_id, consumer, due){gate}
 ), woken AS (
     -- Only when a delivery is due now: a deferred one is found by the relay sweep.
     SELECT CASE WHEN :payload <> '{NEW_WORK}' THEN pg_notify(:channel, :payload) END
@@ -211,22 +239,35 @@ input AS (
 SELECT ev.event_id, ev.sequence FROM ev CROSS JOIN woken
 """
 
-_WRITE_ALL = text("WITH " + _WRITE_EVENTS)
+
+_WRITE_ALL = text("WITH " + _write_events(""))
 
 
 @functools.cache
-def _write_all_after(table: Table, names: tuple[str, ...], key: str | None) -> TextClause:
+def _write_all_after(
+    table: Table, names: tuple[str, ...], key: str | None, only_if: str | None = None
+) -> TextClause:
     """_WRITE_ALL led by the write of one row of `table` (its parameters: row_<column>): an
     INSERT of those columns, or with `key` an UPDATE of them where `key` matches. A failure
-    there (a unique violation) fails the whole statement, so no event is written for it."""
+    there (a unique violation) fails the whole statement, so no event is written for it. With
+    `only_if`, the INSERT is of the values where that condition holds, and the events are
+    written only with the row (the statement then returns nothing)."""
     columns = [table.c[name] for name in names]
-    if key is None:
+    gate = ""
+    if key is None and only_if is not None:
+        # Typed: in a SELECT list PostgreSQL would take an untyped NULL for text.
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # unannotated
+        listed = ", ".join(c.name for c in columns)
+        values = ", ".join(f"CAST(:row_{c.key} AS {c.type.compile(dialect)})" for c in columns)
+        lead = f"INSERT INTO {table.name} ({listed}) SELECT {values} WHERE {only_if} RETURNING 1"
+        gate = " WHERE EXISTS (SELECT 1 FROM row_written)"
+    elif key is None:
         listed = ", ".join(c.name for c in columns)
         values = ", ".join(f":row_{c.key}" for c in columns)
         lead = f"INSERT INTO {table.name} ({listed}) VALUES ({values})"
     else:
         sets = ", ".join(f"{c.name} = :row_{c.key}" for c in columns if c.key != key)
         lead = f"UPDATE {table.name} SET {sets} WHERE {table.c[key].name} = :row_{key}"
-    return text(f"WITH row_written AS ({lead}), " + _WRITE_EVENTS).bindparams(
+    return text(f"WITH row_written AS ({lead}), " + _write_events(gate)).bindparams(
         *(bindparam(f"row_{c.key}", type_=c.type) for c in columns)
     )
