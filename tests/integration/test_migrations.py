@@ -59,4 +59,4 @@ def test_rebuilding_the_orders_table_on_sqlite_keeps_the_live_order_index_partia
             ).scalar_one()
     finally:
         engine.dispose()
-    assert sql.endswith("WHERE status = 'ORDERED'"), sql
+    assert sql.endswith("WHERE status = 'ORDERED' OR status = 'WAITLISTED'"), sql

@@ -89,10 +89,10 @@ class FakeCourses:
     def save_seats(self, course):
         pass  # the fake's course is the stored one
 
-    def course_to_order(self, course_no, idempotency_key=None):
+    def course_to_order(self, course_no, caller="", idempotency_key=None):
         course = self.items.get(course_no)
         if course is not None:
-            earlier = self.uow.orders.by_idempotency_key(idempotency_key)
+            earlier = self.uow.orders.by_idempotency_key(caller, idempotency_key)
             course.replay_of = earlier.order_no if idempotency_key and earlier else None
         return course
 
