@@ -356,11 +356,24 @@ class Load:
     # Commands (each one retried while it is safe to)
 
     def place(self, order: OrderHistory, window_s: float = RETRY_WINDOW_S) -> bool:
+        response = self.send_order(order, window_s)
+        if response is None or response.status_code != 201:
+            return False
+        with self._lock:
+            self.placed += 1
+        return True
+
+    def send_order(
+        self, order: OrderHistory, window_s: float = RETRY_WINDOW_S, **extra
+    ) -> requests.Response | None:
+        """POST /orders (with `extra` in the body), retried under the same key while it is
+        safe to; the last answer: a 201, a refusal for good, or what came at the deadline."""
         body = {
             "course_no": order.course_no,
             "phone": order.phone,
             "begin_date": "2026-12-01",
             "end_date": "2027-02-28",
+            **extra,
         }
         deadline = time.monotonic() + window_s
         while True:
@@ -369,13 +382,11 @@ class Load:
             order.answers.append(status)
             if status == 201:
                 order.order_no = response.json()["order_no"]
-                with self._lock:
-                    self.placed += 1
-                return True
+                return response
             if status is not None and 400 <= status < 500 and status != 429:
-                return False  # refused for good
+                return response  # refused for good
             if time.monotonic() > deadline:
-                return False
+                return response
             # The same key again: a retried create returns the first order, never a second.
             time.sleep(_retry_after(response))
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from chaos.faults import FaultResult, Faults
 from chaos.history import OrderHistory
-from chaos.load import RETRY_WINDOW_S, Load, _retry_after, answers_between, failed_requests
+from chaos.load import Load, answers_between, failed_requests
 
 
 @dataclass(frozen=True)
@@ -108,28 +108,11 @@ def rush_round(faults: Faults, load: Load, rng: random.Random, size: RushSize) -
 
 
 def place(load: Load, student: OrderHistory, waitlist: bool) -> str:
-    """Order with retries under the same key, as Load.place does; what the student was told
-    in the end: ORDERED, WAITLISTED, SOLD_OUT or the last status (None: no answer)."""
-    body = {
-        "course_no": student.course_no,
-        "phone": student.phone,
-        "begin_date": "2026-12-01",
-        "end_date": "2027-02-28",
-        "waitlist": waitlist,
-    }
-    deadline = time.monotonic() + RETRY_WINDOW_S
-    while True:
-        response = load.api.call("POST", "/orders", body, {"Idempotency-Key": student.key})
-        status = response.status_code if response is not None else None
-        student.answers.append(status)
-        if status == 201:
-            answer = response.json()
-            student.order_no = answer["order_no"]
-            return str(answer["status"])
-        if status == 409:
-            return str(response.json().get("status"))
-        if (status is not None and 400 <= status < 500 and status != 429) or (
-            time.monotonic() > deadline
-        ):
-            return str(status)
-        time.sleep(_retry_after(response))
+    """Order with retries under the same key, as the load does; what the student was told in
+    the end: ORDERED, WAITLISTED, SOLD_OUT or the last status (None: no answer)."""
+    response = load.send_order(student, waitlist=waitlist)
+    if response is None:
+        return "None"
+    if response.status_code in (201, 409):
+        return str(response.json().get("status"))
+    return str(response.status_code)
