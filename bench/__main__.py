@@ -1567,7 +1567,9 @@ def main(argv: list[str] | None = None) -> int:
         help="experiment: start the pipeline on the POST phase's backlog and time its drain",
     )
     parser.add_argument(
-        "--spy", default=None, help="py-spy the POST, sustained and final phases into this folder"
+        "--spy",
+        default=None,
+        help="py-spy the POST, sold-out, sustained and final phases into this folder",
     )
     parser.add_argument("--spy-svg", action="store_true", help="with --spy: flame graphs too")
     parser.add_argument(
