@@ -303,6 +303,8 @@ class Bench:
         self.out_dir = ROOT / "var" / "bench"
         self.run_dir = self.out_dir / f"run-{self.tag}"
         self.dbs = Databases(self.tag)
+        self.history_dbs: Databases | None = None
+        self.history_loaded: history.Loaded | None = None
         self.env: dict = {}
         self.procs: Processes | None = None
         self.monitor: Monitor | None = None
@@ -434,6 +436,8 @@ class Bench:
             check=True,
             capture_output=True,
         )
+        if self.args.history:
+            self.preload_history(self.args.history)
         self.token = self.get_token()
         self.details["auth"] = (
             "orders: a student token per order, for its phone; the rest: an admin token"
@@ -1355,20 +1359,53 @@ class Bench:
             f" {end} in the second: {self.results['retention_rows_end_vs_filled']}x"
         )
 
-    def phase_history(self, orders: int) -> None:
-        """Preload `orders` orders of history (bench/history.py) with the relay and workers
-        stopped, then measure the POST, sustained, latency and final phases again on top of
-        it. Their figures go under `history`, the empty ones stay where they were."""
-        log(f"history: preloading {orders:,} orders (relay and workers stopped)")
-        self.stop_pipeline()
-        loaded = history.preload(
-            self.dbs.url(self.dbs.main),
-            self.dbs.url(self.dbs.notification),
+    def preload_history(self, orders: int) -> None:
+        """Before any figure is measured: databases of their own, migrated, with `orders` orders
+        of history (bench/history.py). Writing gigabytes leaves the machine slower for a
+        while (its page cache, the hypervisor's memory): Redis's CPU per command rose a third
+        when the empty figures came before the preload and the history ones after it. With the
+        preload first, both sets of figures are taken on the machine as the preload left it."""
+        log(f"history: preloading {orders:,} orders into databases of their own")
+        self.history_dbs = Databases(f"{self.tag}_history")
+        self.history_dbs.create()
+        env = {
+            **self.env,
+            "DATABASE_URL": self.history_dbs.url(self.history_dbs.main),
+            "NOTIFICATION_DATABASE_URL": self.history_dbs.url(self.history_dbs.notification),
+        }
+        subprocess.run(
+            [sys.executable, "-m", "app.cli", "db", "upgrade"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        self.history_loaded = history.preload(
+            env["DATABASE_URL"],
+            env["NOTIFICATION_DATABASE_URL"],
             orders,
             log=log,
             dedup_window_s=Settings.from_env(self.env).dedup_window_s,
         )
-        log(f"  history loaded in {loaded.seconds['total']} s")
+        log(f"  history loaded in {self.history_loaded.seconds['total']} s")
+
+    def phase_history(self, orders: int) -> None:
+        """The API, relay and workers move to the preloaded databases (`preload_history`), and
+        the POST, sustained, latency and final phases run again on top of the history. Their
+        figures go under `history`, the empty ones stay where they were."""
+        log(f"history: the system on {orders:,} orders of history")
+        assert self.history_dbs is not None and self.history_loaded is not None
+        loaded = self.history_loaded
+        self.stop_pipeline()
+        self.procs.stop("api")
+        self.dbs.main, self.dbs.notification = self.history_dbs.main, self.history_dbs.notification
+        self.env.update(
+            DATABASE_URL=self.dbs.url(self.dbs.main),
+            NOTIFICATION_DATABASE_URL=self.dbs.url(self.dbs.notification),
+        )
+        redis.Redis.from_url(REDIS_URL).flushdb()  # nothing of the empty run's queues
+        self.start_api()
+        self.setup_data()
         empty = {k: self.results.pop(k) for k in HISTORY_FIGURES if k in self.results}
         empty_details = {k: self.details.pop(k) for k in HISTORY_DETAILS if k in self.details}
         empty_cpu = dict(self.details.get("cpu", {}))
@@ -1504,10 +1541,12 @@ class Bench:
                 self._pg_conn.close()
         if self.procs:
             self.procs.stop_all()
-        try:
-            self.dbs.drop()
-        except Exception as exc:  # noqa: BLE001
-            log(f"could not drop the databases: {exc}")
+        for dbs in (self.dbs, self.history_dbs):
+            try:
+                if dbs is not None:
+                    dbs.drop()
+            except Exception as exc:  # noqa: BLE001
+                log(f"could not drop the databases: {exc}")
         with contextlib.suppress(Exception):
             redis.Redis.from_url(REDIS_URL).flushdb()
 
