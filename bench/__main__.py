@@ -154,6 +154,17 @@ ROWS_PER_PHONE = 4  # the bulk-loaded My page rows: this many orders per phone
 PHONE_BLOCK = 2_000_000  # phone indexes reserved per phase that places orders
 
 
+def migrate(env: dict) -> None:
+    """`onlinestudy db upgrade` on the databases `env` names."""
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "db", "upgrade"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+
+
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -429,13 +440,7 @@ class Bench:
         self.procs = Processes(self.env, self.run_dir / "logs")
         self.monitor = Monitor(self.procs.running, server_pids=self.server_pids)
         self.monitor.start()
-        subprocess.run(
-            [sys.executable, "-m", "app.cli", "db", "upgrade"],
-            env=self.env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
+        migrate(self.env)
         if self.args.history:
             self.preload_history(self.args.history)
         self.token = self.get_token()
@@ -1373,13 +1378,7 @@ class Bench:
             "DATABASE_URL": self.history_dbs.url(self.history_dbs.main),
             "NOTIFICATION_DATABASE_URL": self.history_dbs.url(self.history_dbs.notification),
         }
-        subprocess.run(
-            [sys.executable, "-m", "app.cli", "db", "upgrade"],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
+        migrate(env)
         self.history_loaded = history.preload(
             env["DATABASE_URL"],
             env["NOTIFICATION_DATABASE_URL"],
