@@ -32,6 +32,7 @@ import psutil
 import redis
 
 from app.config import Settings
+from app.migrate import upgrade
 from app.shared.retention import MAX_GRACE_S
 from bench import history, loadgen, report, rush
 from bench.loadgen import Spec, mypage_phone, percentile
@@ -152,17 +153,6 @@ HISTORY_DETAILS = ("orders_post", "sustained", "plans", "latency", "final")
 
 ROWS_PER_PHONE = 4  # the bulk-loaded My page rows: this many orders per phone
 PHONE_BLOCK = 2_000_000  # phone indexes reserved per phase that places orders
-
-
-def migrate(env: dict) -> None:
-    """`onlinestudy db upgrade` on the databases `env` names."""
-    subprocess.run(
-        [sys.executable, "-m", "app.cli", "db", "upgrade"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
 
 
 def log(message: str) -> None:
@@ -440,7 +430,7 @@ class Bench:
         self.procs = Processes(self.env, self.run_dir / "logs")
         self.monitor = Monitor(self.procs.running, server_pids=self.server_pids)
         self.monitor.start()
-        migrate(self.env)
+        upgrade(Settings.from_env(self.env))
         if self.args.history:
             self.preload_history(self.args.history)
         self.token = self.get_token()
@@ -1378,7 +1368,7 @@ class Bench:
             "DATABASE_URL": self.history_dbs.url(self.history_dbs.main),
             "NOTIFICATION_DATABASE_URL": self.history_dbs.url(self.history_dbs.notification),
         }
-        migrate(env)
+        upgrade(Settings.from_env(env))
         self.history_loaded = history.preload(
             env["DATABASE_URL"],
             env["NOTIFICATION_DATABASE_URL"],

@@ -14,7 +14,6 @@ import random
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from pathlib import Path
 import psycopg
 import structlog
 
+from app.config import Settings
+from app.migrate import upgrade
 from chaos.checker import check, default_subscribers, read_snapshot
 from chaos.cluster import (
     QUEUES,
@@ -178,14 +179,7 @@ class Run:
             JWT_SECRET=secrets.token_hex(32),
         )
         env.update(self.overrides)
-        subprocess.run(
-            [sys.executable, "-m", "app.cli", "db", "upgrade"],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        upgrade(Settings.from_env(env))
         logs = OUT / "logs"
         shutil.rmtree(logs, ignore_errors=True)
         layout = dict.fromkeys(QUEUES, profile.workers_per_queue)
