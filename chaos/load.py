@@ -224,7 +224,6 @@ class Load:
         self.rate: float | None = None
         self.threads = 0
         self.placed = 0  # orders accepted (201), probes included
-        self._stories = True
         self.courses: list[str] = []
         self._rng = random.Random(seed)
         self._phones: set[str] = set()
@@ -274,11 +273,10 @@ class Load:
 
     # Running
 
-    def start(self, rate: float | None, threads: int, stories: bool = True) -> None:
+    def start(self, rate: float | None, threads: int) -> None:
         """Start (or, after `stop`, start again) at `rate` orders per second, or unpaced with
-        None. Without `stories` the students only place orders, nothing more."""
+        None."""
         self.rate, self.threads = rate, threads
-        self._stories = stories
         self._stop.clear()
         self._workers = []
         self._next_slot = time.monotonic()
@@ -325,8 +323,6 @@ class Load:
         )
         if not self.place(order):
             return "not placed"
-        if not self._stories:
-            return "ordered"
         fate = rng.random()
         if fate < 0.25:
             return "ordered"
