@@ -69,7 +69,7 @@ def run_env(context: EnvironmentContext, bind: str) -> None:
 
 
 def create_index_concurrently(
-    name: str, table: str, columns: list[str], where: str | None = None
+    name: str, table: str, columns: list[str], where: str | None = None, unique: bool = False
 ) -> None:
     """In a migration: CREATE INDEX, CONCURRENTLY on PostgreSQL, where the tables it indexes
     (the outbox's) must take writes meanwhile; partial with a `where` SQL predicate."""
@@ -81,6 +81,7 @@ def create_index_concurrently(
             name,
             table,
             columns,
+            unique=unique,
             postgresql_where=predicate,
             sqlite_where=predicate,
             **_concurrently(op),
@@ -92,6 +93,13 @@ def drop_index_concurrently(name: str, table: str) -> None:
 
     with _outside_a_transaction(op):
         op.drop_index(name, table, **_concurrently(op))
+
+
+def on_postgresql() -> bool:
+    """In a migration: whether it runs on PostgreSQL."""
+    from alembic import op
+
+    return _postgresql(op)
 
 
 def _postgresql(op: Any) -> bool:

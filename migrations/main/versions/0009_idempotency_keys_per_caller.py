@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from app.migrate import create_index_concurrently
+
 revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
@@ -36,14 +38,7 @@ def upgrade() -> None:
             batch_op.create_unique_constraint(NEW, ["idempotency_caller", "idempotency_key"])
         return
     op.add_column(TABLE, sa.Column("idempotency_caller", sa.String(255), nullable=True))
-    with op.get_context().autocommit_block():  # CONCURRENTLY refuses a transaction block
-        op.create_index(
-            NEW,
-            TABLE,
-            ["idempotency_caller", "idempotency_key"],
-            unique=True,
-            postgresql_concurrently=True,
-        )
+    create_index_concurrently(NEW, TABLE, ["idempotency_caller", "idempotency_key"], unique=True)
     op.execute(f"ALTER TABLE {TABLE} ADD CONSTRAINT {NEW} UNIQUE USING INDEX {NEW}")
     op.drop_constraint(OLD, TABLE, type_="unique")
 

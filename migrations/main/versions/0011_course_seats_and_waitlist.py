@@ -14,21 +14,20 @@ Revision ID: 0011
 Revises: 0010
 """
 
-import contextlib
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from app.migrate import create_index_concurrently, drop_index_concurrently, on_postgresql
 
 revision: str = "0011"
 down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-ORDERED = sa.text("status = 'ORDERED'")
-LIVE = sa.text("status = 'ORDERED' OR status = 'WAITLISTED'")
-WAITING = sa.text("status = 'WAITLISTED'")
-MYPAGE_WAITING = sa.text("order_status = 'WAITLISTED'")
+ORDERED = "status = 'ORDERED'"
+LIVE = "status = 'ORDERED' OR status = 'WAITLISTED'"
 
 
 def upgrade() -> None:
@@ -39,22 +38,25 @@ def upgrade() -> None:
     for table in ("orders_orders", "mypage_rows"):
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("waitlist_ticket", sa.Integer(), nullable=True))
-    with _outside_a_transaction():
-        _create("ix_orders_orders_waitlist", ["course_no", "waitlist_ticket"], WAITING)
-        _create(
-            "ix_mypage_rows_waitlist",
-            ["course_no", "waitlist_ticket"],
-            MYPAGE_WAITING,
-            table="mypage_rows",
-        )
-        _replace_live_index(LIVE, ORDERED)
+    create_index_concurrently(
+        "ix_orders_orders_waitlist",
+        "orders_orders",
+        ["course_no", "waitlist_ticket"],
+        where="status = 'WAITLISTED'",
+    )
+    create_index_concurrently(
+        "ix_mypage_rows_waitlist",
+        "mypage_rows",
+        ["course_no", "waitlist_ticket"],
+        where="order_status = 'WAITLISTED'",
+    )
+    _replace_live_index(LIVE, ORDERED)
 
 
 def downgrade() -> None:
-    with _outside_a_transaction():
-        _replace_live_index(ORDERED, LIVE)
-        op.drop_index("ix_mypage_rows_waitlist", "mypage_rows", **_concurrently())
-        op.drop_index("ix_orders_orders_waitlist", "orders_orders", **_concurrently())
+    _replace_live_index(ORDERED, LIVE)
+    drop_index_concurrently("ix_mypage_rows_waitlist", "mypage_rows")
+    drop_index_concurrently("ix_orders_orders_waitlist", "orders_orders")
     for table in ("mypage_rows", "orders_orders"):
         with op.batch_alter_table(table) as batch:
             batch.drop_column("waitlist_ticket")
@@ -63,40 +65,14 @@ def downgrade() -> None:
             batch.drop_column(name)
 
 
-def _replace_live_index(where, old_where) -> None:
+def _replace_live_index(where: str, old_where: str) -> None:
     """uq_orders_orders_live again, on `where`. On PostgreSQL the new one is built beside the
     old one and takes its name, so that the rule holds at every moment."""
-    if not _postgresql():
-        op.drop_index("uq_orders_orders_live", "orders_orders", sqlite_where=old_where)
-        _create("uq_orders_orders_live", ["phone", "course_no"], where, unique=True)
+    live = ["phone", "course_no"]
+    if not on_postgresql():
+        op.drop_index("uq_orders_orders_live", "orders_orders", sqlite_where=sa.text(old_where))
+        create_index_concurrently("uq_orders_orders_live", "orders_orders", live, where, True)
         return
-    _create("uq_orders_orders_live_next", ["phone", "course_no"], where, unique=True)
-    op.drop_index("uq_orders_orders_live", "orders_orders", **_concurrently())
+    create_index_concurrently("uq_orders_orders_live_next", "orders_orders", live, where, True)
+    drop_index_concurrently("uq_orders_orders_live", "orders_orders")
     op.execute("ALTER INDEX uq_orders_orders_live_next RENAME TO uq_orders_orders_live")
-
-
-def _postgresql() -> bool:
-    return op.get_bind().dialect.name == "postgresql"
-
-
-def _concurrently() -> dict:
-    return {"postgresql_concurrently": True} if _postgresql() else {}
-
-
-def _outside_a_transaction():
-    # CREATE INDEX CONCURRENTLY refuses to run inside a transaction block.
-    return op.get_context().autocommit_block() if _postgresql() else contextlib.nullcontext()
-
-
-def _create(
-    name: str, columns: list[str], where, unique: bool = False, table: str = "orders_orders"
-) -> None:
-    op.create_index(
-        name,
-        table,
-        columns,
-        unique=unique,
-        postgresql_where=where,
-        sqlite_where=where,
-        **_concurrently(),
-    )
