@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import jwt
+import structlog
 from flask import Flask, Response, g, request
 from flask_cors import CORS
-from flask_limiter import Limiter, RequestLimit, RouteLimit
+from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 from flask_smorest import abort
+from limits import parse
 from sqlalchemy.orm import Session
 
 from app.config import DATABASE_STORAGE, ConfigError, Settings, describe_duration
@@ -33,6 +35,8 @@ ROLES = ("admin", "manager", "student")
 LEEWAY_S = 30  # clock skew allowed on exp
 # No token needed: probes, metrics (their own token, if set) and the API's description.
 PUBLIC_PREFIXES = ("/health/", "/metrics", "/openapi.json", "/docs")
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -267,21 +271,47 @@ def client_key() -> str:
     return f"sub:{principal.subject}" if principal else f"ip:{get_remote_address()}"
 
 
-def _is_admin() -> bool:
-    principal = g.get("principal")
-    return bool(principal and principal.is_admin)
-
-
 def _has_token() -> bool:
     return g.get("principal") is not None
 
 
+class CallerLimit:
+    """A limit per caller that a view counts at the moment it decides to (admins are exempt):
+    the orders route counts an order when it would write one, so a sold-out answer, a replay
+    or refused input costs no count. It counts in flask-limiter's store, by its strategy."""
+
+    def __init__(self, limiter: Limiter, limit: str, scope: str):
+        self._limiter = limiter
+        self._item = parse(limit)
+        self._scope = scope
+
+    def count(self) -> None:
+        """One more for the caller; over the limit, 429 with Retry-After (flask-smorest's body)."""
+        principal = g.get("principal")
+        if principal is None or principal.is_admin:
+            return
+        key, strategy = client_key(), self._limiter.limiter
+        try:
+            if strategy.hit(self._item, key, self._scope):
+                return
+            reset_at = strategy.get_window_stats(self._item, key, self._scope).reset_time
+            retry_after = max(1, int(reset_at - time.time()))
+        except Exception:  # noqa: BLE001 - as RATELIMIT_SWALLOW_ERRORS: no store, no limit
+            log.warning("rate_limit.store_failed", scope=self._scope, exc_info=True)
+            return
+        abort(
+            429,
+            message=f"too many {self._scope}: {self._item}",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
 @dataclass(frozen=True)
 class Limits:
-    """The per-route limits the views put on themselves (admins are exempt)."""
+    """The per-caller limits the order routes count themselves."""
 
-    orders: RouteLimit
-    cancels: RouteLimit
+    orders: CallerLimit
+    cancels: CallerLimit
 
 
 def _seconds_to_reset(limit: RequestLimit | None) -> int:
@@ -390,6 +420,6 @@ def install(
         return response
 
     return Limits(
-        orders=limiter.limit(settings.rate_limit_orders, methods=["POST"], exempt_when=_is_admin),
-        cancels=limiter.limit(settings.rate_limit_cancels, methods=["POST"], exempt_when=_is_admin),
+        orders=CallerLimit(limiter, settings.rate_limit_orders, "orders"),
+        cancels=CallerLimit(limiter, settings.rate_limit_cancels, "cancels"),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import date
 from typing import Any
@@ -107,14 +108,22 @@ def _seat_the_waitlist(uow: OrdersUnitOfWork, course: Course) -> None:
         order.seat_from_waitlist(course)
 
 
-def place_order(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
+def _no_limit() -> None:
+    pass
+
+
+def place_order(
+    uow: OrdersUnitOfWork, cmd: PlaceOrder, admit: Callable[[], None] = _no_limit
+) -> tuple[Order, bool]:
     """Place the order; with a known idempotency key, return the first one. (order, created).
     On a course with a capacity: a seat, or with `waitlist` a place in its waitlist, or
-    SoldOut (SPEC 11)."""
+    SoldOut (SPEC 11). `admit()` runs once, just before the order is written, and may refuse
+    it by raising (the caller's order limit): a replay, a sold-out answer or an unknown course
+    never call it."""
     if cmd.begin_date > cmd.end_date:
         raise InvalidInput("begin_date must be on or before end_date")
     try:
-        return _place(uow, cmd)
+        return _place(uow, cmd, admit)
     except _SoldOutAsRead:
         raise  # its read found no earlier request with this key
     except (Conflict, IntegrityError) as refused:
@@ -138,9 +147,9 @@ class _SoldOutAsRead(SoldOut):
     """Sold out as the course was read, with no earlier request of the same key."""
 
 
-def _place(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
+def _place(uow: OrdersUnitOfWork, cmd: PlaceOrder, admit: Callable[[], None]) -> tuple[Order, bool]:
     # Without a capacity: a read, then one write; on PostgreSQL two round trips in all.
-    with uow.statement_by_statement():
+    with uow.statement_by_statement():  # reads only
         course = found(
             uow.courses.course_to_order(cmd.course_no, cmd.caller, cmd.idempotency_key),
             f"course {cmd.course_no}",
@@ -149,15 +158,19 @@ def _place(uow: OrdersUnitOfWork, cmd: PlaceOrder) -> tuple[Order, bool]:
             replay = _replayed(uow, cmd)
             if replay:
                 return replay, False
-        if course.capacity is None:
+    if course.capacity is not None:
+        ensure_open(course)  # a closed course is closed, full or not
+        if not cmd.waitlist and not has_seat_for_newcomer(course):
+            raise _SoldOutAsRead()  # one read, and no write
+    # Outside any transaction: the limit may count in this very database, and SQLite takes
+    # its write lock at BEGIN.
+    admit()
+    if course.capacity is None:
+        with uow.statement_by_statement():
             order = _new_order(cmd, course)
             if uow.commit_new(order, only_if=UNLIMITED_COURSE):
                 return order, True
             # The course has had a capacity since it was read: its seats decide.
-        else:
-            ensure_open(course)  # a closed course is closed, full or not
-            if not cmd.waitlist and not has_seat_for_newcomer(course):
-                raise _SoldOutAsRead()  # one read, and no write
     # With a capacity: the course row locked (its lock queue is the arrival order), a seat or
     # a ticket, and the order, in one transaction.
     with uow:

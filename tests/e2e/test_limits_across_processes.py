@@ -4,6 +4,7 @@ the result backend."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ import requests
 from app.config import Settings
 from app.security import Tokens
 from tests.e2e.conftest import E2E_REDIS_URL, embedded_env, free_port, start_embedded
-from tests.helpers import eventually, random_phone
+from tests.helpers import course_body, eventually, order_body, random_phone
 
 ANONYMOUS_LIMIT, ORDERS_LIMIT = 10, 5
 LIMITS = {
@@ -56,7 +57,7 @@ def fire(count: int, request) -> list[int]:
         return list(pool.map(lambda _: request().status_code, range(count)))
 
 
-def assert_the_limits_hold(port: int, student_token: str) -> None:
+def assert_the_limits_hold(port: int, tokens: Tokens) -> None:
     base = f"http://127.0.0.1:{port}"
 
     def anonymous():
@@ -67,17 +68,26 @@ def assert_the_limits_hold(port: int, student_token: str) -> None:
     answers += fire(3 * ANONYMOUS_LIMIT - 2, anonymous)
     assert sorted(answers) == [401] * ANONYMOUS_LIMIT + [429] * (2 * ANONYMOUS_LIMIT)
 
+    # The limit counts orders about to be written: the same order again and again, the first
+    # placed and the rest refused as a second live order of the course, until the limit.
+    admin = {"Authorization": f"Bearer {tokens.issue('admin')}"}
+    course = requests.post(f"{base}/courses", json=course_body(), headers=admin, timeout=30)
+    assert course.status_code == 201, course.text
+    phone = random_phone()
+    student_token = tokens.issue("student", phone=phone)
+    body = json.dumps(order_body(course.json()["course_no"], phone=phone))
+
     def order():
-        headers = {"Authorization": f"Bearer {student_token}"}
-        return requests.post(f"{base}/orders", json={}, headers=headers, timeout=30)
+        headers = {"Authorization": f"Bearer {student_token}", "Content-Type": "application/json"}
+        return requests.post(f"{base}/orders", data=body, headers=headers, timeout=30)
 
     head = (
         "POST /orders HTTP/1.1\r\nHost: api\r\nConnection: close\r\n"
         f"Authorization: Bearer {student_token}\r\n"
-        "Content-Type: application/json\r\nContent-Length: 2\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body.encode())}\r\n"
     )
-    answers = on_two_processes(port, head, "{}", order) + fire(3 * ORDERS_LIMIT - 2, order)
-    assert answers.count(429) == 2 * ORDERS_LIMIT, answers
+    answers = on_two_processes(port, head, body, order) + fire(3 * ORDERS_LIMIT - 2, order)
+    assert sorted(answers) == [201] + [409] * (ORDERS_LIMIT - 1) + [429] * (2 * ORDERS_LIMIT)
 
 
 def test_in_the_embedded_mode_the_limits_hold_across_the_api_processes(tmp_path):
@@ -88,8 +98,7 @@ def test_in_the_embedded_mode_the_limits_hold_across_the_api_processes(tmp_path)
     try:
         eventually(lambda: assert_live(base), timeout_s=60)
         token_env = dict(env, ONLINESTUDY_VAR_DIR=str(tmp_path / "var"))
-        student = Tokens(Settings.from_env(token_env)).issue("student", phone=random_phone())
-        assert_the_limits_hold(port, student)
+        assert_the_limits_hold(port, Tokens(Settings.from_env(token_env)))
     finally:
         os.killpg(run.pid, signal.SIGINT)
         run.wait(timeout=60)
@@ -131,8 +140,7 @@ def test_with_servers_the_limits_hold_across_the_api_processes(e2e_env, tmp_path
     try:
         base = f"http://127.0.0.1:{port}"
         eventually(lambda: assert_live(base), timeout_s=60)
-        student = Tokens(Settings.from_env(env)).issue("student", phone=random_phone())
-        assert_the_limits_hold(port, student)
+        assert_the_limits_hold(port, Tokens(Settings.from_env(env)))
     finally:
         os.killpg(api.pid, signal.SIGTERM)
         api.wait(timeout=60)

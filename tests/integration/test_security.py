@@ -209,47 +209,88 @@ def make_app(it_settings, container_settings=None, **changes):
     return create_app(make_container(settings))
 
 
-def test_too_many_orders_from_one_student_get_429_with_retry_after(it_settings):
-    app = make_app(it_settings, rate_limit_orders="2/minute")
-    tokens = Tokens(it_settings)
-    phone = random_phone()
+def _student(app, tokens, phone):
     student = app.test_client()
     student.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens.issue('student', phone=phone)}"
-    answers = [
-        student.post("/orders", json=order_body("NOPE", phone=phone)).status_code for _ in range(3)
-    ]
-    assert answers == [404, 404, 429]
-    limited = student.post("/orders", json=order_body("NOPE", phone=phone))
-    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
-    assert limited.json["code"] == 429
+    return student
+
+
+def _courses(app, tokens, *capacities):
     admin = app.test_client()
     admin.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens.issue('admin')}"
-    assert [admin.post("/orders", json=order_body("NOPE")).status_code for _ in range(3)] == [
-        404
-    ] * 3  # admin tools are not limited
+    made = [admin.post("/courses", json=course_body(capacity=c)).json for c in capacities]
+    return admin, [course["course_no"] for course in made]
+
+
+def test_too_many_orders_from_one_student_get_429_with_retry_after(committing_settings):
+    # Orders are written and stay: the database of the committing tests.
+    app = make_app(committing_settings, rate_limit_orders="2/minute")
+    tokens = Tokens(committing_settings)
+    phone = random_phone()
+    student = _student(app, tokens, phone)
+    admin, courses = _courses(app, tokens, None, None, None, None)
+    answers = [
+        student.post("/orders", json=order_body(no, phone=phone)).status_code for no in courses
+    ]
+    assert answers == [201, 201, 429, 429]
+    limited = student.post("/orders", json=order_body(courses[2], phone=phone))
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    assert limited.json["code"] == 429
+    mine = student.get("/orders").json
+    assert sorted(o["course_no"] for o in mine) == sorted(courses[:2])  # none past the limit
+    admin_answers = [admin.post("/orders", json=order_body(no)).status_code for no in courses]
+    assert admin_answers == [201] * 4  # admin tools are not limited
+
+
+def test_the_order_limit_counts_orders_written_not_sold_out_answers_or_replays(committing_settings):
+    """A rush's sold-out answers, retried requests and refused input cost no count: a student
+    who was told "sold out" many times can still order when a seat is there."""
+    app = make_app(committing_settings, rate_limit_orders="2/minute")
+    tokens = Tokens(committing_settings)
+    phone = random_phone()
+    student = _student(app, tokens, phone)
+    admin, (full, open_one, open_two, spare) = _courses(app, tokens, 1, None, None, None)
+    assert admin.post("/orders", json=order_body(full)).status_code == 201  # its only seat
+    for _ in range(5):
+        sold_out = student.post("/orders", json=order_body(full, phone=phone))
+        assert sold_out.status_code == 409 and sold_out.json["status"] == "SOLD_OUT"
+    for _ in range(3):  # unknown course, bad dates: refused before anything is written
+        assert student.post("/orders", json=order_body("NOPE", phone=phone)).status_code == 404
+        bad = order_body(open_one, phone=phone, begin_date="2027-01-02", end_date="2027-01-01")
+        assert student.post("/orders", json=bad).status_code == 422
+    key = {"Idempotency-Key": "one-order"}
+    first = student.post("/orders", json=order_body(open_one, phone=phone), headers=key)
+    assert first.status_code == 201
+    for _ in range(3):
+        again = student.post("/orders", json=order_body(open_one, phone=phone), headers=key)
+        assert again.status_code == 201 and again.json["order_no"] == first.json["order_no"]
+    assert student.post("/orders", json=order_body(open_two, phone=phone)).status_code == 201
+    assert student.post("/orders", json=order_body(spare, phone=phone)).status_code == 429
 
 
 @pytest.mark.speed
-def test_a_students_order_counts_against_the_limit_in_one_redis_round_trip(it_settings):
+def test_a_students_order_counts_against_the_limit_in_one_redis_round_trip(committing_settings):
     # The count is all a request under the limit needs: reading its window back for headers
     # (GET and TTL of the key) was a second round trip on every order.
-    app = make_app(it_settings, rate_limit_storage_url=REDIS_URL, rate_limit_orders="2/minute")
-    tokens = Tokens(it_settings)
+    app = make_app(
+        committing_settings, rate_limit_storage_url=REDIS_URL, rate_limit_orders="2/minute"
+    )
+    tokens = Tokens(committing_settings)
     phone = random_phone()
-    student = app.test_client()
-    student.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens.issue('student', phone=phone)}"
+    student = _student(app, tokens, phone)
+    _admin, courses = _courses(app, tokens, None, None, None)
     store = redis.Redis.from_url(REDIS_URL)
 
     def window_reads() -> int:
         return store.info("commandstats").get("cmdstat_ttl", {}).get("calls", 0)
 
     before = window_reads()
-    answer = student.post("/orders", json=order_body("NOPE", phone=phone))
-    assert answer.status_code == 404  # counted all the same
+    answer = student.post("/orders", json=order_body(courses[0], phone=phone))
+    assert answer.status_code == 201
     assert "Retry-After" not in answer.headers  # only a refusal says when to come back
     assert window_reads() == before
-    student.post("/orders", json=order_body("NOPE", phone=phone))
-    limited = student.post("/orders", json=order_body("NOPE", phone=phone))
+    student.post("/orders", json=order_body(courses[1], phone=phone))
+    limited = student.post("/orders", json=order_body(courses[2], phone=phone))
     assert limited.status_code == 429
     assert 0 < int(limited.headers["Retry-After"]) <= 60
 

@@ -272,3 +272,44 @@ def test_my_page_shows_a_waiting_order_as_waitlisted_with_its_ticket():
 def test_the_seat_confirmed_sms_names_the_course_and_the_order():
     text = render(waitlisted_then_seated()[2])
     assert text is not None and "좌석 확정" in text and "라이브 코딩" in text and "O1" in text
+
+
+def test_the_order_limit_is_asked_once_per_order_written_and_never_for_a_sold_out_answer():
+    """`admit` (the caller's order limit) runs just before an order is written; what writes
+    nothing (sold out, a replay) does not ask it, and a refusal writes nothing."""
+    uow = a_course(1)
+    asked: list[str] = []
+
+    def place(n: int, waitlist: bool = False, key: str | None = None):
+        cmd = handlers.PlaceOrder(
+            "LIVE1", f"010-2100-{n:04d}", date(2026, 12, 1), date(2027, 1, 31),
+            idempotency_key=key, waitlist=waitlist,
+        )  # fmt: skip
+        return handlers.place_order(uow, cmd, admit=lambda: asked.append(cmd.phone))[0]
+
+    seated = place(1, key="k1")
+    assert asked == ["010-2100-0001"]
+    assert place(1, key="k1").order_no == seated.order_no  # a replay: not asked again
+    for n in range(2, 6):
+        with pytest.raises(SoldOut):
+            place(n)
+    assert asked == ["010-2100-0001"]
+    place(6, waitlist=True)  # a place in line is written: asked
+    assert asked == ["010-2100-0001", "010-2100-0006"]
+
+    class Refused(Exception):
+        pass
+
+    def refuse() -> None:
+        raise Refused
+
+    before = (len(uow.orders.items), uow.committed, course(uow).waitlisted)
+    with pytest.raises(Refused):
+        handlers.place_order(
+            uow,
+            handlers.PlaceOrder(
+                "LIVE1", "010-2100-0007", date(2026, 12, 1), date(2027, 1, 31), waitlist=True
+            ),
+            admit=refuse,
+        )
+    assert (len(uow.orders.items), uow.committed, course(uow).waitlisted) == before
