@@ -342,8 +342,9 @@ def install(
         RATELIMIT_SWALLOW_ERRORS=True,  # the limit store down must not take the API down
     )
 
-    # Three steps in this order: read the token (so the limiter knows the caller), count the
-    # request against the limits (flask-limiter's own hook), then refuse it if unauthenticated.
+    # Three steps in this order: read the token (so the limiter knows the caller), count a
+    # token-less request against its address's limit (flask-limiter's own hook), then refuse
+    # it if unauthenticated. Orders and cancels count later, in their views (CallerLimit).
     @app.before_request
     def _identify() -> None:
         g.principal, g.auth_error = None, None
@@ -371,7 +372,6 @@ def install(
         headers_enabled=False,
         strategy="fixed-window",
         application_limits=[settings.rate_limit_anonymous],
-        application_limits_exempt_when=_has_token,
         storage_uri=storage_uri,
         storage_options=storage_options,
     )
@@ -384,9 +384,12 @@ def install(
             name = "WWW-Authenticate" if status == 401 else "Retry-After"
             abort(status, message=message, headers={name: header})
 
+    # flask-limiter counts only the token-less: a caller with a token meets the limits its
+    # routes count themselves (CallerLimit), so its requests skip the extension's limit
+    # resolution, a tenth of a cheap answer's CPU.
     @limiter.request_filter
-    def _probes_are_free() -> bool:
-        return request.path.startswith(PUBLIC_PREFIXES)
+    def _probes_and_callers_pass() -> bool:
+        return _has_token() or request.path.startswith(PUBLIC_PREFIXES)
 
     @app.after_request
     def _retry_after(response: Response) -> Response:
