@@ -6,8 +6,8 @@ Measured, in the run of `python -m bench` (phase `rush`; alone: `--phases post,r
   or 503 with Retry-After, never another 5xx, a timeout or a reset; their p50 and p99;
 - fairness: pairs of requests in which the one sent at least FAIR_GAP_S later got a seat the
   earlier did not, and pairs of waiting orders in which the later one is ahead in line;
-- the sold-out answer's rate (closed loop, as the POST phase loads the API) beside the POST
-  phase's rate of the same run;
+- the sold-out answer's rate beside the rate of orders of an open course, both in the same
+  closed loop as the POST phase, in alternating windows of the same minute (WINDOWS);
 - after CANCELS seats are cancelled by their students: how long until the oldest waiting orders
   are ORDERED with their learning STARTED and their SMS sent, and every other waiting order's
   position (on the orders side and on My page) has moved up by CANCELS.
@@ -188,40 +188,78 @@ def run(bench) -> None:
 
     log("  draining the burst's events")
     bench.drain()
-    sold_out_rate(bench)
     promotion(bench, told, stored)
+    bench.drain()
+    sold_out_rate(bench)  # the course is still full: the seats freed went to the waitlist
+
+
+# The sold-out answer against an order: alternating windows, A B B A A B, so that a machine
+# that speeds up or slows down during the run (a VM's neighbours) weighs on both alike.
+WINDOWS = ("sold_out", "order", "order", "sold_out", "sold_out", "order")
 
 
 def sold_out_rate(bench) -> None:
-    """Orders of the full course, loaded as the POST phase loads the API (closed loop, the
-    same client processes, a new student each): how fast the sold-out answer comes."""
+    """Orders of the full course and orders of an open one (BENCH1), in alternating windows of
+    the same closed loop as the POST phase (the same client processes, a new student each), the
+    API alone as in the POST phase: the relay and the workers stop meanwhile, and the open
+    course's orders are set aside before they start again."""
     p = bench.p
-    paced = bench.spec(
-        "order", duration_s=p["post_s"], phone_base=bench.phones(), course_no=COURSE_NO
-    )
-    loadgen.run(bench.spec("order", duration_s=1, phone_base=bench.phones(), course_no=COURSE_NO))
+    window_s = p["post_s"] / 2
+    course = {"sold_out": COURSE_NO, "order": "BENCH1"}
+    status = {"sold_out": 409, "order": 201}
+    bench.stop_pipeline()
+    for kind in ("sold_out", "order"):  # warm both paths up
+        loadgen.run(
+            bench.spec("order", duration_s=1, phone_base=bench.phones(), course_no=course[kind])
+        )
+    answers = {kind: [] for kind in course}
+    wall = dict.fromkeys(course, 0.0)
+    api_cpu = dict.fromkeys(course, 0.0)
+    statuses: dict[str, Counter] = {kind: Counter() for kind in course}
 
-    def run_paced():
-        bench.start_spy(p["post_s"], names=("api",), prefix="rush-sold-out-")
-        result = loadgen.run(paced)
-        bench.stop_spy()
-        return result
+    def run_windows():
+        for i, kind in enumerate(WINDOWS):
+            if i == 0:
+                bench.start_spy(window_s, names=("api",), prefix="rush-sold-out-")
+            bench.monitor.mark(f"rush-{i}-0")
+            r = loadgen.run(
+                bench.spec(
+                    "order", duration_s=window_s, phone_base=bench.phones(), course_no=course[kind]
+                )
+            )
+            bench.monitor.mark(f"rush-{i}-1")
+            if i == 0:
+                bench.stop_spy()
+            cpu = bench.monitor.cpu_between(f"rush-{i}-0", f"rush-{i}-1")
+            api_cpu[kind] += sum(
+                v for role, v in cpu["system_by_role"].items() if role.split(".")[0] == "api"
+            )
+            answers[kind] += r.ok((status[kind],))
+            wall[kind] += r.wall_s
+            statuses[kind].update(r.statuses())
 
-    r, cpu = bench.measured("rush_sold_out", run_paced)
-    sold_out = r.ok((409,))
-    bench.results["rush_sold_out_per_s"] = round(len(sold_out) / r.wall_s, 1)
+    bench.measured("rush_sold_out", run_windows, retries=0)
+    bench.set_aside_deliveries()
+    bench.start_pipeline()
+    sold_out = answers["sold_out"]
+    bench.results["rush_sold_out_per_s"] = round(len(sold_out) / wall["sold_out"], 1)
+    bench.results["rush_orders_per_s"] = round(len(answers["order"]) / wall["order"], 1)
     bench.results["rush_sold_out_p99_ms"] = round(
         1000 * percentile([s[1] for s in sold_out], 99), 1
     )
-    # Beside details.orders_post.api_cpu_ms_per_order: the API's CPU per answer is steadier
-    # than the rates when other processes share the machine (the relay and the workers, idle
-    # now, are left out: the POST phase runs without them).
-    api_s = sum(v for role, v in cpu["system_by_role"].items() if role.split(".")[0] == "api")
+    # The API's CPU per answer is steadier than the rates when other processes share the
+    # machine.
     bench.details["rush_sold_out"] = {
-        "statuses": r.statuses(),
-        "api_cpu_ms_per_answer": round(1000 * api_s / max(1, len(sold_out)), 2),
+        "windows": list(WINDOWS),
+        "window_s": window_s,
+        "statuses": {kind: dict(counts) for kind, counts in statuses.items()},
+        "api_cpu_ms_per_answer": round(1000 * api_cpu["sold_out"] / max(1, len(sold_out)), 2),
+        "api_cpu_ms_per_order": round(1000 * api_cpu["order"] / max(1, len(answers["order"])), 2),
     }
-    log(f"  sold-out answers: {bench.results['rush_sold_out_per_s']}/s")
+    log(
+        f"  sold-out answers: {bench.results['rush_sold_out_per_s']}/s, orders in the windows "
+        f"between: {bench.results['rush_orders_per_s']}/s"
+    )
 
 
 def promotion(bench, told: dict, stored: dict) -> None:
