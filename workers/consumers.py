@@ -15,9 +15,10 @@ def register(celery: Celery, container: Container) -> dict[str, Task]:
 
 
 def _task(celery: Celery, container: Container, policy: Policy) -> Task:
+    # Its queue is the prefix of its name (celeryconfig.task_routes; Celery 6 drops a task's
+    # own `queue`), and the relay names it on every publish.
     @celery.task(
         name=policy.consumer,
-        queue=policy.queue.value,
         acks_late=True,
         reject_on_worker_lost=True,
         ignore_result=True,
