@@ -275,6 +275,15 @@ def _has_token() -> bool:
     return g.get("principal") is not None
 
 
+def _seconds_until(reset_at: Callable[[], float], window_s: int) -> int:
+    """Seconds until a breached limit's window ends (a Retry-After); the window's whole
+    length if the store cannot say."""
+    try:
+        return max(1, int(reset_at() - time.time()))
+    except Exception:  # noqa: BLE001 - the store went away since the hit: a safe upper bound
+        return window_s
+
+
 class CallerLimit:
     """A limit per caller that a view counts at the moment it decides to (admins are exempt):
     the orders route counts an order when it would write one, so a sold-out answer, a replay
@@ -294,11 +303,13 @@ class CallerLimit:
         try:
             if strategy.hit(self._item, key, self._scope):
                 return
-            reset_at = strategy.get_window_stats(self._item, key, self._scope).reset_time
-            retry_after = max(1, int(reset_at - time.time()))
         except Exception:  # noqa: BLE001 - as RATELIMIT_SWALLOW_ERRORS: no store, no limit
             log.warning("rate_limit.store_failed", scope=self._scope, exc_info=True)
             return
+        retry_after = _seconds_until(
+            lambda: strategy.get_window_stats(self._item, key, self._scope).reset_time,
+            self._item.get_expiry(),
+        )
         abort(
             429,
             message=f"too many {self._scope}: {self._item}",
@@ -315,13 +326,10 @@ class Limits:
 
 
 def _seconds_to_reset(limit: RequestLimit | None) -> int:
-    """Until the window of the breached limit ends; its whole length if the store cannot say."""
+    """Until the window of flask-limiter's breached limit ends."""
     if limit is None:
         return 60
-    try:
-        return max(1, int(limit.reset_at - time.time()))
-    except Exception:  # noqa: BLE001 - the store went away since the hit: a safe upper bound
-        return limit.limit.get_expiry()
+    return _seconds_until(lambda: limit.reset_at, limit.limit.get_expiry())
 
 
 def install(

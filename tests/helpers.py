@@ -60,6 +60,12 @@ def eventually(check: Callable[[], T], timeout_s: float = 15.0, interval_s: floa
     raise AssertionError("unreachable")
 
 
+def with_token(test_client, token: str):
+    """A Flask test client that sends `token` as its Bearer token on every request."""
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return test_client
+
+
 def course_body(**overrides) -> dict:
     body = {
         "course_no": random_course_no(),

@@ -10,6 +10,7 @@ from app.config import Settings
 from app.migrate import upgrade
 from app.shared.db.engine import make_engine
 from tests.conftest import REDIS_URL, drop_database, fresh_database
+from tests.helpers import with_token
 from tests.unit.fakes import FakeCelery, FakeSender
 
 
@@ -77,11 +78,6 @@ def container(it_settings, engines):
         connection.close()
 
 
-def _with_token(test_client, token: str):
-    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-    return test_client
-
-
 @pytest.fixture
 def client_with(container):
     """client_with(): a new admin's client of an app built on the container as it is now, for
@@ -89,7 +85,7 @@ def client_with(container):
 
     def make():
         app = create_app(container)
-        return _with_token(app.test_client(), container.tokens.issue("admin"))
+        return with_token(app.test_client(), container.tokens.issue("admin"))
 
     return make
 
@@ -105,7 +101,7 @@ def client_as(client, container):
     """client_as("student", phone=...) / ("manager", manager_id=...): another role's client."""
 
     def make(role: str, **claims):
-        return _with_token(client.application.test_client(), container.tokens.issue(role, **claims))
+        return with_token(client.application.test_client(), container.tokens.issue(role, **claims))
 
     return make
 

@@ -22,7 +22,7 @@ from app.shared.events import EventType
 from app.shared.outbox.tables import OutboxEvent
 from app.shared.rate_limits import RATE_LIMIT_COUNTERS, DatabaseStorage
 from tests.conftest import REDIS_URL
-from tests.helpers import course_body, order_body, random_phone
+from tests.helpers import course_body, order_body, random_phone, with_token
 from tests.integration.test_api_flow import deliver_all
 
 
@@ -210,14 +210,11 @@ def make_app(it_settings, container_settings=None, **changes):
 
 
 def _student(app, tokens, phone):
-    student = app.test_client()
-    student.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens.issue('student', phone=phone)}"
-    return student
+    return with_token(app.test_client(), tokens.issue("student", phone=phone))
 
 
 def _courses(app, tokens, *capacities):
-    admin = app.test_client()
-    admin.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens.issue('admin')}"
+    admin = with_token(app.test_client(), tokens.issue("admin"))
     made = [admin.post("/courses", json=course_body(capacity=c)).json for c in capacities]
     return admin, [course["course_no"] for course in made]
 
